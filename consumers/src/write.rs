@@ -1,0 +1,160 @@
+//! Stage 4, write: one transaction per batch, retried with backoff while the
+//! fault is transient. A batch that fails permanently is split into single
+//! messages so only the bad one becomes a dead letter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use palisade_core::store::{Batch, DeadLetter, Store, StoreError, WriteSummary};
+use tracing::instrument;
+
+use crate::{ack, decode::DecodedBatch, dlq, IngestConfig, IngestMetrics, Projection};
+
+/// Writes batches of one projection.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    /// JetStream context, for dead letters.
+    pub js: jetstream::Context,
+    /// The store.
+    pub store: Arc<Store>,
+    /// The projection written.
+    pub projection: Projection,
+    /// Settings.
+    pub config: IngestConfig,
+    /// Metrics.
+    pub metrics: Arc<IngestMetrics>,
+    /// False during a replay: its dead letters were published the first time.
+    pub publish_dead_letters: bool,
+}
+
+/// Exponential backoff from 100 ms to a ceiling.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Self {
+        Backoff { next: Duration::from_millis(100), max }
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.max);
+    }
+}
+
+impl Writer {
+    /// Writes `decoded` (dead letters first, then the records) and returns once
+    /// everything is durable. Never gives up on a transient fault; the ack
+    /// deadline is extended while it waits.
+    #[instrument(skip_all, fields(projection = self.projection.name(), slot, messages = decoded.batch.messages()))]
+    pub async fn write(&self, slot: i32, decoded: &mut DecodedBatch) -> WriteSummary {
+        let started = Instant::now();
+        let dead = std::mem::take(&mut decoded.batch.dead_letters);
+        self.dead_letter(&dead, &decoded.ackers).await;
+        decoded.batch.dead_letters = dead;
+
+        let summary = match self.write_with_retry(slot, &decoded.batch, &decoded.ackers).await {
+            Ok(summary) => summary,
+            Err(err) => self.write_one_by_one(slot, decoded, &err).await,
+        };
+        let labels = IngestMetrics::labels(self.projection.name());
+        self.metrics.rows_written.get_or_create(&labels).inc_by(summary.rows_inserted);
+        self.metrics.records.get_or_create(&labels).inc_by(summary.records);
+        self.metrics.batch_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        summary
+    }
+
+    /// Retries transient faults forever; returns a permanent error.
+    async fn write_with_retry(
+        &self,
+        slot: i32,
+        batch: &Batch,
+        ackers: &[async_nats::jetstream::message::Acker],
+    ) -> Result<WriteSummary, StoreError> {
+        let mut backoff = Backoff::new(self.config.max_backoff);
+        let mut last_progress = Instant::now();
+        loop {
+            match self.store.write_batch(self.projection.name(), slot, batch).await {
+                Ok(summary) => return Ok(summary),
+                Err(err) if err.is_transient() => {
+                    tracing::warn!(error = %err, "transient write fault; retrying");
+                    self.metrics
+                        .write_retries
+                        .get_or_create(&IngestMetrics::labels(self.projection.name()))
+                        .inc();
+                    if last_progress.elapsed() > self.config.ack_wait / 3 {
+                        ack::in_progress(ackers).await;
+                        last_progress = Instant::now();
+                    }
+                    backoff.wait().await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// After a permanent failure: each message alone; the ones that still fail are
+    /// dead-lettered with the database's reason.
+    async fn write_one_by_one(
+        &self,
+        slot: i32,
+        decoded: &mut DecodedBatch,
+        first: &StoreError,
+    ) -> WriteSummary {
+        tracing::warn!(error = %first, "batch failed permanently; writing its messages one by one");
+        let mut total = WriteSummary::default();
+        let records = std::mem::take(&mut decoded.batch.records);
+        for (index, record) in records.into_iter().enumerate() {
+            let single = Batch { records: vec![record], dead_letters: Vec::new() };
+            match self.write_with_retry(slot, &single, &decoded.ackers).await {
+                Ok(s) => {
+                    total.rows_inserted += s.rows_inserted;
+                    total.records += s.records;
+                }
+                Err(err) => {
+                    let Some((position, _)) = single.records.into_iter().next() else { continue };
+                    tracing::error!(error = %err, stream = %position.stream, seq = position.seq,
+                        "message cannot be stored; dead-lettering it");
+                    let dead = vec![DeadLetter {
+                        position,
+                        reason: format!("write failed: {err}"),
+                        payload: decoded.payloads.get(index).map(|p| p.to_vec()).unwrap_or_default(),
+                    }];
+                    self.dead_letter(&dead, &decoded.ackers).await;
+                    let only_dead = Batch { records: Vec::new(), dead_letters: dead };
+                    // Recording the dead letter itself can only fail transiently.
+                    let _ = self.write_with_retry(slot, &only_dead, &decoded.ackers).await;
+                }
+            }
+        }
+        total
+    }
+
+    /// Publishes dead letters to their DLQ subjects, retrying until JetStream has them.
+    async fn dead_letter(&self, dead: &[DeadLetter], ackers: &[async_nats::jetstream::message::Acker]) {
+        if dead.is_empty() {
+            return;
+        }
+        self.metrics
+            .dead_letters
+            .get_or_create(&IngestMetrics::labels(self.projection.name()))
+            .inc_by(dead.len() as u64);
+        if !self.publish_dead_letters {
+            return;
+        }
+        for letter in dead {
+            tracing::warn!(subject = %letter.position.subject, seq = letter.position.seq,
+                reason = %letter.reason, "dead-lettering message");
+            let mut backoff = Backoff::new(self.config.max_backoff);
+            while let Err(e) = dlq::publish(&self.js, &self.config.namespace, letter).await {
+                tracing::warn!(error = %e, "dead-letter publish failed; retrying");
+                ack::in_progress(ackers).await;
+                backoff.wait().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Process settings: every one a flag with an environment variable and a default,
+//! so Palisade can point at its own dev stack or at a production NATS cluster
+//! and PostgreSQL (CloudNativePG with pgvector/TimescaleDB).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use palisade_consumers::{IngestConfig, Namespace};
+use palisade_schema::Retention;
+
+/// Where the services are.
+#[derive(Debug, Clone, Args)]
+pub struct Connections {
+    /// NATS server URL (JetStream enabled, 2.10 or newer).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", global = true)]
+    pub nats_url: String,
+
+    /// PostgreSQL URL (pgvector available).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://palisade@127.0.0.1:55432/palisade?sslmode=disable",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Namespace prefixed to every subject and stream (isolates deployments that share a NATS account).
+    #[arg(long, env = "PALISADE_NAMESPACE", global = true)]
+    pub namespace: Option<String>,
+
+    /// Most PostgreSQL connections this process opens.
+    #[arg(long, env = "PALISADE_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    pub db_max_connections: u32,
+}
+
+impl Connections {
+    /// The subject/stream namespace.
+    pub fn namespace(&self) -> Namespace {
+        self.namespace.as_deref().map_or_else(Namespace::root, Namespace::named)
+    }
+}
+
+/// Ingest tuning.
+#[derive(Debug, Clone, Args)]
+pub struct IngestSettings {
+    /// Most messages in one batch.
+    #[arg(long, env = "PALISADE_BATCH_MAX_MESSAGES", default_value_t = 256)]
+    pub batch_max_messages: usize,
+
+    /// Longest a batch waits to fill, in milliseconds.
+    #[arg(long, env = "PALISADE_BATCH_MAX_WAIT_MS", default_value_t = 500)]
+    pub batch_max_wait_ms: u64,
+
+    /// Batches of one projection written concurrently.
+    #[arg(long, env = "PALISADE_WRITERS", default_value_t = 2)]
+    pub writers: usize,
+
+    /// Seconds JetStream waits for an ack before redelivering.
+    #[arg(long, env = "PALISADE_ACK_WAIT_SECS", default_value_t = 30)]
+    pub ack_wait_secs: u64,
+
+    /// Days the streams keep messages.
+    #[arg(long, env = "PALISADE_STREAM_MAX_AGE_DAYS", default_value_t = 30)]
+    pub stream_max_age_days: u64,
+
+    /// Seconds in which a repeated Nats-Msg-Id is dropped.
+    #[arg(long, env = "PALISADE_DUPLICATE_WINDOW_SECS", default_value_t = 120)]
+    pub duplicate_window_secs: u64,
+}
+
+impl IngestSettings {
+    /// The ingest configuration for `namespace`.
+    pub fn ingest_config(&self, namespace: Namespace) -> IngestConfig {
+        IngestConfig {
+            namespace,
+            batch_max_messages: self.batch_max_messages.max(1),
+            batch_max_wait: Duration::from_millis(self.batch_max_wait_ms.max(1)),
+            writers: self.writers.max(1),
+            ack_wait: Duration::from_secs(self.ack_wait_secs.max(1)),
+            stream_max_age: Duration::from_secs(self.stream_max_age_days.max(1) * 24 * 3600),
+            duplicate_window: Duration::from_secs(self.duplicate_window_secs.max(1)),
+            ..IngestConfig::default()
+        }
+    }
+}
+
+/// Retention and maintenance.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionSettings {
+    /// Days raw metric samples are kept (0 keeps them forever).
+    #[arg(long, env = "PALISADE_RETENTION_METRICS_DAYS", default_value_t = 30)]
+    pub retention_metrics_days: u32,
+
+    /// Days hourly metric rollups are kept (0 keeps them forever).
+    #[arg(long, env = "PALISADE_RETENTION_ROLLUP_DAYS", default_value_t = 400)]
+    pub retention_rollup_days: u32,
+
+    /// Days events are kept in PostgreSQL (0 keeps them; the streams stay the source of truth).
+    #[arg(long, env = "PALISADE_RETENTION_EVENTS_DAYS", default_value_t = 0)]
+    pub retention_events_days: u32,
+
+    /// Days observed connections are kept (0 keeps them forever).
+    #[arg(long, env = "PALISADE_RETENTION_CONNECTIONS_DAYS", default_value_t = 30)]
+    pub retention_connections_days: u32,
+
+    /// Seconds between maintenance passes (partitions ahead, rollup, retention).
+    #[arg(long, env = "PALISADE_MAINTENANCE_INTERVAL_SECS", default_value_t = 60)]
+    pub maintenance_interval_secs: u64,
+}
+
+impl RetentionSettings {
+    /// The retention policy.
+    pub fn retention(&self) -> Retention {
+        let days = |d: u32| (d > 0).then_some(d);
+        Retention {
+            metrics_days: days(self.retention_metrics_days),
+            rollup_days: days(self.retention_rollup_days),
+            events_days: days(self.retention_events_days),
+            connections_days: days(self.retention_connections_days),
+        }
+    }
+}
+
+/// Settings of `palisade up`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeSettings {
+    /// Address of the HTTP server (status page, /healthz, /metrics, API).
+    #[arg(long, env = "PALISADE_HTTP_ADDR", default_value = "127.0.0.1:7311")]
+    pub http_addr: SocketAddr,
+
+    /// Ingest tuning.
+    #[command(flatten)]
+    pub ingest: IngestSettings,
+
+    /// Retention and maintenance.
+    #[command(flatten)]
+    pub retention: RetentionSettings,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        connections: Connections,
+        #[command(flatten)]
+        serve: ServeSettings,
+    }
+
+    #[test]
+    fn defaults_parse_and_flags_override() {
+        let cli = Cli::try_parse_from(["palisade"]).expect("defaults parse");
+        assert_eq!(cli.serve.ingest.batch_max_messages, 256);
+        assert_eq!(cli.serve.http_addr.ip().to_string(), "127.0.0.1");
+        assert_eq!(cli.serve.retention.retention(), Retention::default());
+        let cli = Cli::try_parse_from(["palisade", "--batch-max-wait-ms", "50", "--namespace", "t1"])
+            .expect("flags parse");
+        let ingest = cli.serve.ingest.ingest_config(cli.connections.namespace());
+        assert_eq!(ingest.batch_max_wait, Duration::from_millis(50));
+        assert_eq!(ingest.namespace.subject("logs.auth"), "t1.logs.auth");
+        assert!(Cli::try_parse_from(["palisade", "--writers", "many"]).is_err());
+    }
+}

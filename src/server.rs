@@ -1,0 +1,151 @@
+//! `palisade up`: migrate, create the streams, run every projection, the
+//! maintenance loop and the HTTP server; on SIGINT/SIGTERM finish the batches in
+//! flight and stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use palisade_consumers::{IngestMetrics, Pipeline, Projection};
+use palisade_core::store::Store;
+use palisade_schema::Maintenance;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::{Connections, IngestSettings, ServeSettings};
+
+/// Connects to both services, migrates, creates the streams and returns the
+/// shared ingest pipeline.
+pub async fn pipeline(conn: &Connections, ingest: &IngestSettings) -> anyhow::Result<Arc<Pipeline>> {
+    let pool = crate::connect_postgres(&conn.database_url, conn.db_max_connections).await?;
+    let mode = palisade_schema::migrate(&pool).await.context("migrating the database")?;
+    tracing::info!(mode = ?mode, "schema ready");
+    let client = crate::connect_nats(&conn.nats_url).await?;
+    tracing::info!(version = %client.server_info().version, "nats ready");
+    let js = async_nats::jetstream::new(client);
+    let config = ingest.ingest_config(conn.namespace());
+    palisade_consumers::streams::ensure_streams(&js, &config).await?;
+    Ok(Arc::new(Pipeline {
+        js,
+        store: Arc::new(Store::new(pool)),
+        config,
+        metrics: Arc::new(IngestMetrics::default()),
+    }))
+}
+
+/// A running Palisade: projections, maintenance and HTTP server.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the HTTP server listens.
+    pub http_addr: SocketAddr,
+    /// The shared pipeline.
+    pub pipeline: Arc<Pipeline>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops pulling, finishes and acks the batches in flight, stops the server.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts everything and returns once the HTTP server is listening.
+pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result<Running> {
+    let pipeline = pipeline(&conn, &settings.ingest).await?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+
+    for projection in Projection::ALL {
+        tasks.push(tokio::spawn(palisade_consumers::run_projection(
+            pipeline.clone(),
+            projection,
+            shutdown.clone(),
+        )));
+    }
+
+    let maintenance = Maintenance::new(settings.retention.retention());
+    let interval = Duration::from_secs(settings.retention.maintenance_interval_secs.max(1));
+    tasks.push(tokio::spawn(maintain(
+        pipeline.store.pool().clone(),
+        maintenance,
+        interval,
+        shutdown.clone(),
+    )));
+
+    let state = AppState::new(pipeline.clone(), conn.namespace());
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let stop_http = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listener, api::app(state))
+            .with_graceful_shutdown(async move { stop_http.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "http server failed");
+        }
+    }));
+    tracing::info!(%http_addr, "palisade is up");
+    Ok(Running { http_addr, pipeline, shutdown, tasks })
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn up(conn: Connections, settings: ServeSettings) -> anyhow::Result<()> {
+    let running = start(conn, settings).await?;
+    println!("palisade is up: http://{}/  (Ctrl-C to stop)", running.http_addr);
+    shutdown_signal().await;
+    tracing::info!("stopping: finishing batches in flight");
+    running.stop().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+async fn maintain(
+    pool: sqlx::PgPool,
+    maintenance: Maintenance,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match maintenance.run_once(&pool, chrono::Utc::now()).await {
+            Ok(report) => {
+                if report.partitions_created > 0 || !report.partitions_dropped.is_empty() {
+                    tracing::info!(created = report.partitions_created,
+                        dropped = ?report.partitions_dropped, "partitions maintained");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "maintenance pass failed; will retry"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
