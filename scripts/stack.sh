@@ -267,6 +267,7 @@ port_listening() {
     if command -v ss >/dev/null 2>&1; then
         [[ -n $(ss -Hltn "sport = :$port" 2>/dev/null) ]]
     else
+        # shellcheck disable=SC2016
         timeout 2 bash -c 'exec 5<>"/dev/tcp/$1/$2"' _ "$host" "$port" 2>/dev/null
     fi
 }
@@ -440,6 +441,7 @@ nats_our_pid() {
 
 # First line of what the server on host:port says: `INFO {json}`.
 nats_info() { # host port
+    # shellcheck disable=SC2016
     { timeout 3 bash -c 'exec 5<>"/dev/tcp/$1/$2" && IFS= read -r line <&5 && printf "%s\n" "$line"' \
         _ "$1" "$2" 2>/dev/null || true; } | tr -d '\r'
 }
@@ -464,6 +466,7 @@ http_get() { # url → body (empty on failure)
         path=/${rest#*/}
         host=${hostport%:*}
         port=${hostport##*:}
+        # shellcheck disable=SC2016
         timeout 3 bash -c 'exec 5<>"/dev/tcp/$1/$2" || exit 1
             printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$3" "$1" >&5
             sed "1,/^\r*$/d" <&5' _ "${host#[}" "$port" "$path" 2>/dev/null || true

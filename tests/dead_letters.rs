@@ -1,0 +1,79 @@
+//! A malformed message goes to `dlq.<subject>` with its reason and is acked; its
+//! neighbours in the same batch still land.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer;
+use common::{fixture, TestEnv};
+use futures::StreamExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_go_to_the_dlq_and_neighbours_land() {
+    let env = TestEnv::new("dlq").await;
+    let running = palisade::server::start(env.connections(), env.serve_settings(&[])).await.unwrap();
+
+    let alerts = fixture("falco/alerts.jsonl");
+    let mut lines = alerts.lines();
+    env.publish("security.falco.alerts", lines.next().unwrap().to_owned()).await;
+    env.publish("security.falco.alerts", "{\"output\": \"truncated".to_owned()).await;
+    env.publish("security.falco.alerts", lines.next().unwrap().to_owned()).await;
+    env.publish("logs.auth", r#"{"v": 9, "ts": "2026-11-20T10:00:00Z", "host": "h", "lines": []}"#.to_owned())
+        .await;
+    env.publish("security.falco.alerts", lines.next().unwrap().to_owned()).await;
+
+    env.wait_for_count("SELECT count(*) FROM events", 3, Duration::from_secs(30)).await;
+    env.wait_for_count("SELECT count(*) FROM dead_letters", 2, Duration::from_secs(30)).await;
+
+    let reasons: Vec<(String, String)> =
+        sqlx::query_as("SELECT subject, reason FROM dead_letters ORDER BY subject")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert!(reasons[0].0.ends_with("logs.auth"), "{reasons:?}");
+    assert!(reasons[0].1.contains("version"), "{reasons:?}");
+    assert!(reasons[1].0.ends_with("security.falco.alerts"), "{reasons:?}");
+    assert!(reasons[1].1.contains("JSON"), "{reasons:?}");
+
+    // The dead letters are on dlq.<original subject> with the reason in a header.
+    let stream = palisade_consumers::streams::StreamFamily::DeadLetters
+        .name(&env.connections().namespace());
+    let dlq = env
+        .js
+        .create_consumer_on_stream(consumer::pull::Config::default(), &stream)
+        .await
+        .unwrap();
+    let mut messages = dlq.fetch().max_messages(10).expires(Duration::from_secs(2)).messages().await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(message) = messages.next().await {
+        let message = message.unwrap();
+        let reason = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(palisade_consumers::dlq::ERROR_HEADER))
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        seen.push((message.subject.to_string(), reason, message.payload.clone()));
+        message.ack().await.unwrap();
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].0, env.subject("dlq.security.falco.alerts"));
+    assert!(seen[0].1.contains("JSON"), "{seen:?}");
+    assert_eq!(&seen[0].2[..], b"{\"output\": \"truncated");
+    assert_eq!(seen[1].0, env.subject("dlq.logs.auth"));
+
+    // Nothing is left unacknowledged: the pipeline moved on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = palisade::status::collect(&env.pool, &env.client, &env.connections().namespace())
+        .await
+        .unwrap();
+    for projection in &status.projections {
+        for c in &projection.consumers {
+            assert_eq!((c.pending, c.ack_pending), (0, 0), "{}: {c:?}", projection.name);
+        }
+    }
+    running.stop().await;
+    env.cleanup().await;
+}

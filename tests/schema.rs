@@ -1,0 +1,113 @@
+//! Migrations, native daily partitions, the hourly rollup and retention, on a
+//! real PostgreSQL (the native path; TimescaleDB is not installable here).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use chrono::{Duration, TimeZone, Utc};
+use common::TestEnv;
+use palisade_core::model::{Decoded, Metric};
+use palisade_core::store::{Batch, Position, Store};
+use palisade_schema::{Maintenance, Retention, TimeseriesMode};
+
+fn metric(ts: chrono::DateTime<Utc>, value: f64) -> Metric {
+    Metric {
+        ts,
+        host: "proxmox-node-01".into(),
+        name: "cpu.usage_percent".into(),
+        value,
+        labels: serde_json::Map::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_apply_once() {
+    let env = TestEnv::new("migrate").await;
+    let other = sqlx::PgPool::connect(&env.database_url).await.unwrap();
+    let (a, b) = tokio::join!(palisade_schema::migrate(&env.pool), palisade_schema::migrate(&other));
+    assert_eq!(a.unwrap(), TimeseriesMode::Native);
+    assert_eq!(b.unwrap(), TimeseriesMode::Native);
+    let applied = env.count("SELECT count(*) FROM _sqlx_migrations WHERE success").await;
+    assert_eq!(applied, palisade_schema::MIGRATOR.iter().count() as i64);
+    // Partitioned, not plain, tables.
+    assert_eq!(
+        env.count("SELECT count(*) FROM pg_partitioned_table pt JOIN pg_class c ON c.oid = pt.partrelid
+                   WHERE c.relname IN ('events', 'metrics', 'connections')")
+            .await,
+        3
+    );
+    other.close().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_rollup_and_retention() {
+    let env = TestEnv::new("maintenance").await;
+    palisade_schema::migrate(&env.pool).await.unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 30, 0).unwrap();
+    let maintenance = Maintenance::new(Retention { events_days: Some(90), ..Retention::default() });
+
+    let report = maintenance.run_once(&env.pool, now).await.unwrap();
+    assert_eq!(report.partitions_created, 3 * 4, "today and 3 days ahead for 3 tables");
+    for name in ["events_p20261124", "metrics_p20261127", "connections_p20261125"] {
+        assert_eq!(env.count(&format!("SELECT count(*) FROM pg_class WHERE relname = '{name}'")).await, 1);
+    }
+    assert_eq!(maintenance.run_once(&env.pool, now).await.unwrap().partitions_created, 0);
+
+    // Samples 40 days old and this morning; the writer creates the old day's partition itself.
+    let store = Store::new(env.pool.clone());
+    let old = now - Duration::days(40);
+    let samples = vec![
+        metric(old, 1.0),
+        metric(now - Duration::minutes(20), 10.0),
+        metric(now - Duration::minutes(10), 30.0),
+    ];
+    let batch = Batch {
+        records: vec![(
+            Position { stream: "PALISADE_TELEMETRY".into(), seq: 1, subject: "telemetry.metrics.edge".into() },
+            Decoded::Metrics(samples),
+        )],
+        dead_letters: vec![],
+    };
+    store.write_batch("metrics", 0, &batch).await.unwrap();
+    assert_eq!(env.count("SELECT count(*) FROM metrics_p20261015").await, 1);
+
+    let report = maintenance.run_once(&env.pool, now).await.unwrap();
+    assert_eq!(report.hours_rolled_up, 2);
+    assert_eq!(report.partitions_dropped, vec!["metrics_p20261015".to_owned()]);
+    assert_eq!(env.count("SELECT count(*) FROM metrics").await, 2);
+    let (samples, avg, max): (i64, f64, f64) = sqlx::query_as(
+        "SELECT samples, avg_value, max_value FROM metrics_hourly WHERE bucket = '2026-11-24 12:00:00+00'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!((samples, avg, max), (2, 20.0, 30.0));
+    // The old hour's rollup outlives its raw samples (rollups are kept 400 days).
+    assert_eq!(env.count("SELECT count(*) FROM metrics_hourly").await, 2);
+
+    // A late sample for a rolled-up hour marks it again, and the next pass recomputes it.
+    let late = Batch {
+        records: vec![(
+            Position { stream: "PALISADE_TELEMETRY".into(), seq: 2, subject: "telemetry.metrics.edge".into() },
+            Decoded::Metrics(vec![metric(now - Duration::minutes(5), 50.0)]),
+        )],
+        dead_letters: vec![],
+    };
+    store.write_batch("metrics", 0, &late).await.unwrap();
+    maintenance.run_once(&env.pool, now).await.unwrap();
+    let avg: f64 = sqlx::query_scalar(
+        "SELECT avg_value FROM metrics_hourly WHERE bucket = '2026-11-24 12:00:00+00'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(avg, 30.0);
+
+    // Events are kept unless a retention is configured; here 90 days.
+    let far = now + Duration::days(400);
+    let report = maintenance.run_once(&env.pool, far).await.unwrap();
+    assert!(report.partitions_dropped.contains(&"events_p20261124".to_owned()), "{report:?}");
+    assert!(report.rollup_rows_deleted >= 2);
+    env.cleanup().await;
+}
