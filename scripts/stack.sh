@@ -183,24 +183,33 @@ sha256_of() {
     fi
 }
 
-# Runs a command with fds 3 and 9 (our stdout and the lock) closed, so that daemons started by it
-# never keep the caller's pipes or our lock open.
-detached() { "$@" 3>&- 9>&-; }
+# exec "$@" with every fd above 2 closed. Use it in a subshell to launch anything that leaves a
+# daemon behind: the daemon must not keep our stdout (fd 3: `$(stack.sh up)` would never return),
+# our lock (fd 9) or any pipe inherited from the caller open.
+exec_clean() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        fd=${fd##*/}
+        [[ $fd =~ ^[0-9]+$ ]] && ((fd > 2)) && eval "exec $fd>&-" 2>/dev/null
+    done
+    exec "$@"
+}
 
 # ---------------------------------------------------------------------------------------------
 # Privilege handling: PostgreSQL refuses root, so as root it runs as PG_SYSTEM_USER.
 # ---------------------------------------------------------------------------------------------
-as_pg() {
-    if ((IS_ROOT)); then
-        if command -v runuser >/dev/null 2>&1; then
-            (cd / && runuser -u "$PG_SYSTEM_USER" -- "$@")
-        else
-            (cd / && setpriv --reuid="$PG_SYSTEM_USER" --regid="$PG_SYSTEM_USER" --init-groups -- "$@")
-        fi
+PG_PREFIX=()
+if ((IS_ROOT)); then
+    if command -v runuser >/dev/null 2>&1; then
+        PG_PREFIX=(runuser -u "$PG_SYSTEM_USER" --)
     else
-        (cd / && "$@")
+        PG_PREFIX=(setpriv --reuid="$PG_SYSTEM_USER" --regid="$PG_SYSTEM_USER" --init-groups --)
     fi
-}
+fi
+# Run a PostgreSQL tool as the user that owns the cluster (cwd / : root's cwd may be unreadable).
+as_pg() { (cd / && "${PG_PREFIX[@]}" "$@"); }
+# Same, for commands that leave a daemon behind (pg_ctl start/restart).
+as_pg_clean() { (cd / && exec_clean "${PG_PREFIX[@]}" "$@"); }
 
 pg_owner_chown() { # paths... — give to PG_SYSTEM_USER when root
     ((IS_ROOT)) || return 0
@@ -527,7 +536,7 @@ start_nats() {
     rm -f "$NATS_PID"
     log "starting nats-server $NATS_VERSION on $NATS_HOST:$NATS_PORT (monitor $NATS_MONITOR_PORT, store $NATS_STORE)"
     printf '\n=== %s scripts/stack.sh: starting nats-server ===\n' "$(date -u +%FT%TZ)" >>"$NATS_LOG"
-    detached setsid nohup "$NATS_BIN" -c "$NATS_CONF" </dev/null >>"$NATS_LOG" 2>&1 &
+    (exec_clean setsid nohup "$NATS_BIN" -c "$NATS_CONF" </dev/null >>"$NATS_LOG" 2>&1) &
     local launcher=$!
     disown "$launcher" 2>/dev/null || true
     wait_nats "$launcher"
@@ -789,7 +798,7 @@ start_pg() {
     touch "$PG_LOG"
     pg_owner_chown "$PG_LOG" "$RUN"
     log "starting PostgreSQL $PG_MAJOR on $PG_HOST:$PG_PORT (data $PG_DATA)"
-    if ! detached as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$STACK_WAIT_SECS" start >/dev/null; then
+    if ! as_pg_clean "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$STACK_WAIT_SECS" start >/dev/null; then
         log_tail "$PG_LOG"
         die "pg_ctl start failed (log: $PG_LOG)"
     fi
@@ -864,7 +873,7 @@ ensure_pg() {
     if [[ -n $pid ]]; then
         if ((changed)); then
             log "palisade.conf changed; restarting our PostgreSQL"
-            detached as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t "$STACK_WAIT_SECS" restart >/dev/null ||
+            as_pg_clean "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t "$STACK_WAIT_SECS" restart >/dev/null ||
                 {
                     log_tail "$PG_LOG"
                     die "pg_ctl restart failed"

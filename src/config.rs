@@ -32,6 +32,11 @@ pub struct Connections {
     /// Most PostgreSQL connections this process opens.
     #[arg(long, env = "PALISADE_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
     pub db_max_connections: u32,
+
+    /// Seconds to wait for a PostgreSQL connection before a write counts as failed and
+    /// is retried with backoff.
+    #[arg(long, env = "PALISADE_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    pub db_acquire_timeout_secs: u64,
 }
 
 impl Connections {

@@ -26,11 +26,12 @@ pub async fn connect_nats(url: &str) -> anyhow::Result<async_nats::Client> {
 }
 
 /// Opens the PostgreSQL pool.
-pub async fn connect_postgres(url: &str, max_connections: u32) -> anyhow::Result<sqlx::PgPool> {
+pub async fn connect_postgres(conn: &config::Connections) -> anyhow::Result<sqlx::PgPool> {
     use anyhow::Context as _;
+    let url = &conn.database_url;
     sqlx::postgres::PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(10))
+        .max_connections(conn.db_max_connections.max(1))
+        .acquire_timeout(std::time::Duration::from_secs(conn.db_acquire_timeout_secs.max(1)))
         .connect(url)
         .await
         .with_context(|| {

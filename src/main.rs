@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(settings) => palisade::server::up(conn, settings).await,
         Command::Migrate => {
-            let pool = palisade::connect_postgres(&conn.database_url, 2).await?;
+            let pool = palisade::connect_postgres(&conn).await?;
             let mode = palisade_schema::migrate(&pool).await?;
             println!("migrations applied; time-series mode: {mode:?}");
             Ok(())
@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status => {
-            let pool = palisade::connect_postgres(&conn.database_url, 2).await?;
+            let pool = palisade::connect_postgres(&conn).await?;
             let client = palisade::connect_nats(&conn.nats_url).await?;
             let status = palisade::status::collect(&pool, &client, &conn.namespace()).await?;
             println!("{}", serde_json::to_string_pretty(&status)?);

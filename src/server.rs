@@ -19,7 +19,7 @@ use crate::config::{Connections, IngestSettings, ServeSettings};
 /// Connects to both services, migrates, creates the streams and returns the
 /// shared ingest pipeline.
 pub async fn pipeline(conn: &Connections, ingest: &IngestSettings) -> anyhow::Result<Arc<Pipeline>> {
-    let pool = crate::connect_postgres(&conn.database_url, conn.db_max_connections).await?;
+    let pool = crate::connect_postgres(conn).await?;
     let mode = palisade_schema::migrate(&pool).await.context("migrating the database")?;
     tracing::info!(mode = ?mode, "schema ready");
     let client = crate::connect_nats(&conn.nats_url).await?;

@@ -21,7 +21,9 @@ fn stack(action: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_mid_stream_loses_nothing() {
     let env = TestEnv::new("pg_outage").await;
-    let running = palisade::server::start(env.connections(), env.serve_settings(&[])).await.unwrap();
+    let mut connections = env.connections();
+    connections.db_acquire_timeout_secs = 1;
+    let running = palisade::server::start(connections, env.serve_settings(&[])).await.unwrap();
     let template: serde_json::Value =
         serde_json::from_str(fixture("falco/alerts.jsonl").lines().nth(4).unwrap()).unwrap();
     let alert = |i: usize| {

@@ -209,6 +209,26 @@ mod tests {
     }
 
     #[test]
+    fn wire_example_decodes() {
+        let subject = "falco.notice.terminal_shell_in_container";
+        let e = one(subject, wire_example(subject));
+        assert_eq!(e.kind, EventKind::FalcoAlert);
+        assert_eq!(e.severity, Severity::Low);
+        assert_eq!(e.rule.as_deref(), Some("Terminal shell in container"));
+        assert_eq!(e.host.as_deref(), Some("node-01"));
+        assert_eq!(e.source, "syscall");
+        assert_eq!(e.ts.timestamp_nanos_opt(), Some(1_763_992_800_123_456_789));
+        assert_eq!(e.attributes["uuid"], "6a1f1e2c-8f43-4c1e-9d0b-3c2f8e1a7b55");
+        assert_eq!(e.attributes["priority"], "Notice");
+        assert_eq!(e.attributes["tags"], serde_json::json!(["container", "mitre_execution", "shell"]));
+        let fields = e.attributes["output_fields"].as_object().unwrap();
+        assert_eq!(fields["evt.time"].as_u64(), Some(1_763_992_800_123_456_789));
+        assert_eq!(fields["container.image.tag"], Value::Null);
+        assert_eq!(fields["proc.aname[2]"], "containerd-shim");
+        assert_eq!(e.attributes.len(), 4);
+    }
+
+    #[test]
     fn internal_metrics_snapshot_decodes() {
         let e = one("falco.informational.falco_internal_metrics_snapshot", FALCO_METRICS_SNAPSHOT);
         assert_eq!(e.source, "internal");

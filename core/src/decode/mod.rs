@@ -256,6 +256,114 @@ mod tests {
     }
 
     #[test]
+    fn every_wire_example_decodes_to_records() {
+        use std::collections::HashSet;
+        let examples = test_support::wire_examples();
+        let covered: HashSet<_> = examples.iter().filter_map(|(s, _)| Contract::for_subject(s)).collect();
+        assert_eq!(covered.len(), Contract::ALL.len(), "docs/wire.md needs an example per contract");
+        for (subject, payload) in examples {
+            let decoded = decode(subject, payload.as_bytes())
+                .unwrap_or_else(|e| panic!("docs/wire.md example on {subject}: {e}"));
+            assert!(!decoded.is_empty(), "{subject}");
+            assert_eq!(decode(subject, payload.as_bytes()).unwrap(), decoded, "deterministic");
+        }
+    }
+
+    /// One subject per contract, to feed everything to everyone.
+    const SUBJECTS: [&str; 9] = [
+        "falco.notice.terminal_shell_in_container",
+        "security.falco.alerts",
+        "security.xdp.drops",
+        "security.malware.findings",
+        "logs.auth",
+        "telemetry.metrics.edge",
+        "telemetry.processes.edge",
+        "scan.trivy.results",
+        "topology.connections",
+    ];
+
+    /// Every fixture and example, as (subject it belongs to, payload).
+    fn corpus() -> Vec<(&'static str, &'static str)> {
+        use test_support::*;
+        let mut corpus = test_support::wire_examples();
+        corpus.extend(FALCO_ALERTS.lines().map(|l| ("security.falco.alerts", l)));
+        let derived = FALCO_DERIVED.lines().zip(FALCO_DERIVED_SUBJECTS.lines());
+        corpus.extend(derived.map(|(l, s)| (s, l)));
+        corpus.extend(FALCO_JOURNAL.lines().take(40).map(|l| ("security.falco.alerts", l)));
+        corpus.push(("falco.informational.x", FALCO_METRICS_SNAPSHOT));
+        for trivy in [TRIVY_ALPINE, TRIVY_DEBIAN, TRIVY_DEFECTDOJO, TRIVY_NPM] {
+            corpus.push(("scan.trivy.results", trivy));
+        }
+        corpus.extend(AUTH_LOG.lines().map(|l| ("logs.auth", l)));
+        corpus
+    }
+
+    /// Decodes and drops the result: the point is that it returns.
+    fn feed(subject: &str, payload: &[u8]) {
+        let _ = decode(subject, payload);
+    }
+
+    #[test]
+    fn truncated_input_never_panics() {
+        for (_, payload) in corpus() {
+            let bytes = payload.as_bytes();
+            let step = (bytes.len() / 256).max(1);
+            for cut in (0..bytes.len()).step_by(step) {
+                for subject in SUBJECTS {
+                    feed(subject, &bytes[..cut]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_input_never_panics() {
+        // A fixed linear congruential sequence: the same positions on every run.
+        let mut state: u64 = 0x5eed;
+        let mut next = move || {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as usize
+        };
+        let replacements = [b'"', b'{', b'}', b'[', b']', b'0', b'-', b'9', b'\\', b',', b':', b'n', 0xff, 0];
+        for (subject, payload) in corpus() {
+            let mut bytes = payload.as_bytes().to_vec();
+            if bytes.is_empty() {
+                continue;
+            }
+            for _ in 0..48 {
+                let at = next() % bytes.len();
+                let old = bytes[at];
+                for r in replacements {
+                    bytes[at] = r;
+                    feed(subject, &bytes);
+                }
+                bytes[at] = old;
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_shapes_never_panic() {
+        let deep_array = "[".repeat(100_000);
+        let deep_object = r#"{"a":"#.repeat(100_000);
+        let deep_fields = format!(r#"{{"output":"o","priority":"Notice","rule":"r","time":"2021-01-14T23:39:44Z","output_fields":{{"x":{}}}}}"#, deep_array);
+        let shapes: Vec<&[u8]> = vec![
+            b"", b" ", b"null", b"0", b"-1", b"1e999", b"\"x\"", b"[]", b"{}", b"\xff\xfe", b"{\"v\":1e999}",
+            b"{\"ts\":\"9999-12-31T23:59:59.999999999+23:59\",\"host\":\"h\",\"lines\":[]}",
+            b"{\"ts\":\"+275760-09-13T00:00:00Z\",\"host\":\"h\",\"lines\":[]}",
+            b"{\"output\":\"o\",\"priority\":\"Notice\",\"rule\":\"r\",\"output_fields\":{\"evt.time\":-9223372036854775808}}",
+            deep_array.as_bytes(), deep_object.as_bytes(), deep_fields.as_bytes(),
+        ];
+        for shape in shapes {
+            for subject in SUBJECTS {
+                feed(subject, shape);
+            }
+        }
+        let err = decode("logs.auth", deep_array.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("recursion limit exceeded"), "{err}");
+    }
+
+    #[test]
     fn times_keep_nanoseconds_and_offsets() {
         let t = parse_time("t", "ts", "2022-05-01T19:29:32.918828894-04:00").unwrap();
         assert_eq!(t.timestamp_nanos_opt(), Some(1_651_447_772_918_828_894));

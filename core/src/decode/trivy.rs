@@ -338,8 +338,8 @@ mod tests {
     fn wire_example_decodes() {
         let r = report(wire_example(SUBJECT));
         assert_eq!(r.host, "node-01");
-        assert_eq!(r.artifact_name, "node-01");
-        assert_eq!(r.artifact_type, "host");
+        assert_eq!(r.artifact_name, "/");
+        assert_eq!(r.artifact_type, "host", "target_kind wins over ArtifactType");
         assert_eq!(r.os.as_deref(), Some("ubuntu 22.04"));
         assert_eq!(r.scanned_at.to_rfc3339(), "2026-11-24T14:00:00+00:00");
         assert_eq!(r.packages.len(), 2);
