@@ -9,6 +9,7 @@
 //!
 //! Needs the dev stack: `scripts/stack.sh up`, then
 //! `cargo bench --bench ingest` (BENCH_EVENTS=N to change the size).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Write as _;
 use std::process::{Command, Stdio};
@@ -32,12 +33,20 @@ impl Rng {
         self.next() % n
     }
     fn ip(&mut self) -> String {
-        format!("{}.{}.{}.{}", 10 + self.below(200), self.below(256), self.below(256), 1 + self.below(254))
+        format!(
+            "{}.{}.{}.{}",
+            10 + self.below(200),
+            self.below(256),
+            self.below(256),
+            1 + self.below(254)
+        )
     }
 }
 
 const HOSTS: usize = 200;
-const USERS: [&str; 8] = ["root", "admin", "ubuntu", "deploy", "postgres", "www-data", "git", "test"];
+const USERS: [&str; 8] = [
+    "root", "admin", "ubuntu", "deploy", "postgres", "www-data", "git", "test",
+];
 
 fn read_fixture(path: &str) -> String {
     let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
@@ -105,7 +114,12 @@ fn generate(total: usize, base: DateTime<Utc>) -> Corpus {
         left -= n;
         let samples: Vec<_> = (0..n)
             .map(|k| {
-                let name = ["cpu.usage_percent", "mem.used_percent", "disk.used_percent", "net.rx_bytes"][k % 4];
+                let name = [
+                    "cpu.usage_percent",
+                    "mem.used_percent",
+                    "disk.used_percent",
+                    "net.rx_bytes",
+                ][k % 4];
                 json!({"name": name,
                        "value": rng.below(10_000) as f64 / 100.0, "labels": {"cpu": "total"},
                        "ts": ts(&mut rng).to_rfc3339()})
@@ -115,7 +129,13 @@ fn generate(total: usize, base: DateTime<Utc>) -> Corpus {
                          "agent_id": "bench", "metrics": samples});
         messages.push(("telemetry.metrics.edge".to_owned(), env.to_string()));
     }
-    Corpus { messages, events: total, log_lines, metric_samples, falco }
+    Corpus {
+        messages,
+        events: total,
+        log_lines,
+        metric_samples,
+        falco,
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -137,11 +157,24 @@ fn esc(s: &str) -> String {
 fn copy_rows(corpus: &Corpus) -> (String, String) {
     let (mut events, mut metrics) = (String::new(), String::new());
     for (seq, (subject, payload)) in corpus.messages.iter().enumerate() {
-        let stream = if subject.starts_with("logs") { "PALISADE_LOGS" } else { "PALISADE_SECURITY" };
+        let stream = if subject.starts_with("logs") {
+            "PALISADE_LOGS"
+        } else {
+            "PALISADE_SECURITY"
+        };
         match palisade_core::decode::decode(subject, payload.as_bytes()).expect("corpus decodes") {
             Decoded::Events(list) => {
                 for (i, e) in list.iter().enumerate() {
-                    let Event { ts, host, source, kind, severity, rule, message, attributes } = e;
+                    let Event {
+                        ts,
+                        host,
+                        source,
+                        kind,
+                        severity,
+                        rule,
+                        message,
+                        attributes,
+                    } = e;
                     let id = palisade_core::store::row_id(stream, seq as u64 + 1, i);
                     let _ = writeln!(
                         events,
@@ -161,7 +194,13 @@ fn copy_rows(corpus: &Corpus) -> (String, String) {
             }
             Decoded::Metrics(list) => {
                 for (i, m) in list.iter().enumerate() {
-                    let Metric { ts, host, name, value, labels } = m;
+                    let Metric {
+                        ts,
+                        host,
+                        name,
+                        value,
+                        labels,
+                    } = m;
                     let id = palisade_core::store::row_id("PALISADE_TELEMETRY", seq as u64 + 1, i);
                     let _ = writeln!(
                         metrics,
@@ -180,15 +219,27 @@ fn copy_rows(corpus: &Corpus) -> (String, String) {
 }
 
 fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let (host, _) = base.rsplit_once('/').expect("database URL has a path");
-    query.map_or(format!("{host}/{database}"), |q| format!("{host}/{database}?{q}"))
+    query.map_or(format!("{host}/{database}"), |q| {
+        format!("{host}/{database}?{q}")
+    })
 }
 
 async fn fresh_database(admin_url: &str, name: &str) -> (String, sqlx::PgPool) {
-    let admin = sqlx::PgPool::connect(admin_url).await.expect("PostgreSQL: run scripts/stack.sh up");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+    let admin = sqlx::PgPool::connect(admin_url)
+        .await
+        .expect("PostgreSQL: run scripts/stack.sh up");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
     let url = with_database(admin_url, name);
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     palisade_schema::migrate(&pool).await.unwrap();
@@ -197,12 +248,18 @@ async fn fresh_database(admin_url: &str, name: &str) -> (String, sqlx::PgPool) {
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 #[tokio::main]
 async fn main() {
-    let total: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let total: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let admin_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://palisade@127.0.0.1:55432/palisade?sslmode=disable".into());
@@ -218,17 +275,25 @@ async fn main() {
     // Palisade: publish everything, then time the pipeline until all is committed.
     let namespace = format!("bench{}", std::process::id());
     let (db_url, pool) = fresh_database(&admin_url, "palisade_bench_ingest").await;
-    let client = async_nats::connect(&nats_url).await.expect("NATS: run scripts/stack.sh up");
+    let client = async_nats::connect(&nats_url)
+        .await
+        .expect("NATS: run scripts/stack.sh up");
     let js = async_nats::jetstream::new(client);
     let config = palisade_consumers::IngestConfig {
         namespace: palisade_consumers::Namespace::named(&namespace),
         ..Default::default()
     };
-    palisade_consumers::streams::ensure_streams(&js, &config).await.unwrap();
+    palisade_consumers::streams::ensure_streams(&js, &config)
+        .await
+        .unwrap();
     let t = Instant::now();
     let mut acks = Vec::with_capacity(1024);
     for (subject, payload) in &corpus.messages {
-        acks.push(js.publish(config.namespace.subject(subject), payload.clone().into()).await.unwrap());
+        acks.push(
+            js.publish(config.namespace.subject(subject), payload.clone().into())
+                .await
+                .unwrap(),
+        );
         if acks.len() == 1024 {
             for ack in acks.drain(..) {
                 ack.await.unwrap();
@@ -239,8 +304,11 @@ async fn main() {
         ack.await.unwrap();
     }
     let publish = t.elapsed();
-    println!("published {} messages in {publish:.2?} ({:.0} msg/s)", corpus.messages.len(),
-        corpus.messages.len() as f64 / publish.as_secs_f64());
+    println!(
+        "published {} messages in {publish:.2?} ({:.0} msg/s)",
+        corpus.messages.len(),
+        corpus.messages.len() as f64 / publish.as_secs_f64()
+    );
 
     let writers = std::env::var("BENCH_WRITERS").unwrap_or_else(|_| "2".into());
     let t = Instant::now();
@@ -269,18 +337,25 @@ async fn main() {
         if done.unwrap_or(0) >= want {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(1800), "ingest did not finish");
+        assert!(
+            t.elapsed() < Duration::from_secs(1800),
+            "ingest did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ingest = t.elapsed();
     peak = peak.max(peak_rss_kib(child.id()).unwrap_or(0));
     let _ = child.kill();
     let _ = child.wait();
-    let rows: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM metrics)")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(rows, total as i64, "every event is in PostgreSQL exactly once");
+    let rows: i64 =
+        sqlx::query_scalar("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM metrics)")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows, total as i64,
+        "every event is in PostgreSQL exactly once"
+    );
     let palisade_rate = total as f64 / ingest.as_secs_f64();
     pool.close().await;
     for family in palisade_consumers::streams::StreamFamily::ALL {
@@ -290,10 +365,14 @@ async fn main() {
     // Baseline: COPY the same rows into the same tables of a fresh database.
     let (events, metrics) = copy_rows(&corpus);
     let (_, pool) = fresh_database(&admin_url, "palisade_bench_copy").await;
-    let mut days: Vec<chrono::NaiveDate> = (0..=3).map(|d| (base - chrono::Duration::days(d)).date_naive()).collect();
+    let mut days: Vec<chrono::NaiveDate> = (0..=3)
+        .map(|d| (base - chrono::Duration::days(d)).date_naive())
+        .collect();
     days.sort();
     for table in ["events", "metrics"] {
-        palisade_schema::ensure_partitions(&pool, table, &days).await.unwrap();
+        palisade_schema::ensure_partitions(&pool, table, &days)
+            .await
+            .unwrap();
     }
     let t = Instant::now();
     let mut conn = pool.acquire().await.unwrap();
@@ -318,5 +397,9 @@ async fn main() {
     println!("| palisade (JetStream → decode → UNNEST upsert, {writers} writers, batches ≤256/500 ms) | {total} | {:.2} s | {palisade_rate:.0} |", ingest.as_secs_f64());
     println!("| baseline: COPY of the same rows into the same tables | {total} | {:.2} s | {copy_rate:.0} |", copy.as_secs_f64());
     println!();
-    println!("palisade / COPY = {:.2}; peak RSS of palisade = {:.1} MiB", palisade_rate / copy_rate, peak as f64 / 1024.0);
+    println!(
+        "palisade / COPY = {:.2}; peak RSS of palisade = {:.1} MiB",
+        palisade_rate / copy_rate,
+        peak as f64 / 1024.0
+    );
 }

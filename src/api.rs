@@ -28,7 +28,11 @@ impl AppState {
     pub fn new(pipeline: Arc<Pipeline>, namespace: Namespace) -> Self {
         let mut registry = Registry::default();
         pipeline.metrics.register(&mut registry);
-        AppState { pipeline, namespace, registry: Arc::new(registry) }
+        AppState {
+            pipeline,
+            namespace,
+            registry: Arc::new(registry),
+        }
     }
 }
 
@@ -67,14 +71,24 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn not_found() -> impl IntoResponse {
-    (StatusCode::NOT_FOUND, Json(json!({"error": "no such route"})))
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "no such route"})),
+    )
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
-    let postgres = sqlx::query("SELECT 1").execute(state.pipeline.store.pool()).await.is_ok();
-    let nats = state.pipeline.js.client().connection_state()
-        == async_nats::connection::State::Connected;
-    let code = if postgres && nats { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let postgres = sqlx::query("SELECT 1")
+        .execute(state.pipeline.store.pool())
+        .await
+        .is_ok();
+    let nats =
+        state.pipeline.js.client().connection_state() == async_nats::connection::State::Connected;
+    let code = if postgres && nats {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let word = |ok| if ok { "ok" } else { "unavailable" };
     (
         code,
@@ -91,7 +105,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         )
             .into_response(),
@@ -100,9 +117,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn collect(state: &AppState) -> Result<Status, ApiError> {
-    status::collect(state.pipeline.store.pool(), &state.pipeline.js.client(), &state.namespace)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))
+    status::collect(
+        state.pipeline.store.pool(),
+        &state.pipeline.js.client(),
+        &state.namespace,
+    )
+    .await
+    .map_err(|e| ApiError::Unavailable(e.to_string()))
 }
 
 async fn status_json(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
@@ -115,7 +136,10 @@ async fn status_page(State(state): State<AppState>) -> Result<Html<String>, ApiE
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn render(status: &Status) -> String {
@@ -126,18 +150,34 @@ fn render(status: &Status) -> String {
          padding:3px 8px;text-align:left}th{background:#eee}</style></head><body>\
          <h1>Palisade</h1>",
     );
-    let _ = write!(h, "<p>NATS {} · refreshed every 5 s · <a href=/api/v1/status>JSON</a> · \
-        <a href=/metrics>metrics</a></p>", esc(&status.nats.server_version));
+    let _ = write!(
+        h,
+        "<p>NATS {} · refreshed every 5 s · <a href=/api/v1/status>JSON</a> · \
+        <a href=/metrics>metrics</a></p>",
+        esc(&status.nats.server_version)
+    );
     h.push_str("<h2>Streams</h2><table><tr><th>stream</th><th>subjects</th><th>messages</th><th>bytes</th></tr>");
     for s in &status.nats.streams {
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&s.name), esc(&s.subjects.join(" ")), s.messages, s.bytes);
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&s.name),
+            esc(&s.subjects.join(" ")),
+            s.messages,
+            s.bytes
+        );
     }
     h.push_str("</table><h2>Projections</h2><table><tr><th>projection</th><th>stream</th><th>pending</th><th>unacked</th></tr>");
     for p in &status.projections {
         for c in &p.consumers {
-            let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                p.name, esc(&c.stream), c.pending, c.ack_pending);
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                p.name,
+                esc(&c.stream),
+                c.pending,
+                c.ack_pending
+            );
         }
     }
     let i = &status.ingested;
@@ -157,13 +197,24 @@ fn render(status: &Status) -> String {
         let _ = write!(h, "<tr><th>{label}</th><td>{n}</td></tr>");
     }
     for (sev, n) in &i.open_vulnerabilities {
-        let _ = write!(h, "<tr><th>open vulnerabilities: {}</th><td>{n}</td></tr>", esc(sev));
+        let _ = write!(
+            h,
+            "<tr><th>open vulnerabilities: {}</th><td>{n}</td></tr>",
+            esc(sev)
+        );
     }
     h.push_str("</table><h2>Latest events</h2><table><tr><th>time</th><th>host</th><th>type</th><th>severity</th><th>rule</th><th>message</th></tr>");
     for e in &status.latest_events {
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            e.ts.to_rfc3339(), esc(e.host.as_deref().unwrap_or("")), esc(&e.kind), esc(&e.severity),
-            esc(e.rule.as_deref().unwrap_or("")), esc(&e.message));
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            e.ts.to_rfc3339(),
+            esc(e.host.as_deref().unwrap_or("")),
+            esc(&e.kind),
+            esc(&e.severity),
+            esc(e.rule.as_deref().unwrap_or("")),
+            esc(&e.message)
+        );
     }
     h.push_str("</table></body></html>");
     h

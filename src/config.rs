@@ -13,7 +13,12 @@ use palisade_schema::Retention;
 #[derive(Debug, Clone, Args)]
 pub struct Connections {
     /// NATS server URL (JetStream enabled, 2.10 or newer).
-    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222", global = true)]
+    #[arg(
+        long,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
     pub nats_url: String,
 
     /// PostgreSQL URL (pgvector available).
@@ -30,19 +35,31 @@ pub struct Connections {
     pub namespace: Option<String>,
 
     /// Most PostgreSQL connections this process opens.
-    #[arg(long, env = "PALISADE_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    #[arg(
+        long,
+        env = "PALISADE_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
     pub db_max_connections: u32,
 
     /// Seconds to wait for a PostgreSQL connection before a write counts as failed and
     /// is retried with backoff.
-    #[arg(long, env = "PALISADE_DB_ACQUIRE_TIMEOUT_SECS", default_value_t = 10, global = true)]
+    #[arg(
+        long,
+        env = "PALISADE_DB_ACQUIRE_TIMEOUT_SECS",
+        default_value_t = 10,
+        global = true
+    )]
     pub db_acquire_timeout_secs: u64,
 }
 
 impl Connections {
     /// The subject/stream namespace.
     pub fn namespace(&self) -> Namespace {
-        self.namespace.as_deref().map_or_else(Namespace::root, Namespace::named)
+        self.namespace
+            .as_deref()
+            .map_or_else(Namespace::root, Namespace::named)
     }
 }
 
@@ -106,7 +123,11 @@ pub struct RetentionSettings {
     pub retention_events_days: u32,
 
     /// Days observed connections are kept (0 keeps them forever).
-    #[arg(long, env = "PALISADE_RETENTION_CONNECTIONS_DAYS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "PALISADE_RETENTION_CONNECTIONS_DAYS",
+        default_value_t = 30
+    )]
     pub retention_connections_days: u32,
 
     /// Seconds between maintenance passes (partitions ahead, rollup, retention).
@@ -162,8 +183,9 @@ mod tests {
         assert_eq!(cli.serve.ingest.batch_max_messages, 256);
         assert_eq!(cli.serve.http_addr.ip().to_string(), "127.0.0.1");
         assert_eq!(cli.serve.retention.retention(), Retention::default());
-        let cli = Cli::try_parse_from(["palisade", "--batch-max-wait-ms", "50", "--namespace", "t1"])
-            .expect("flags parse");
+        let cli =
+            Cli::try_parse_from(["palisade", "--batch-max-wait-ms", "50", "--namespace", "t1"])
+                .expect("flags parse");
         let ingest = cli.serve.ingest.ingest_config(cli.connections.namespace());
         assert_eq!(ingest.batch_max_wait, Duration::from_millis(50));
         assert_eq!(ingest.namespace.subject("logs.auth"), "t1.logs.auth");

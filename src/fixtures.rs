@@ -50,13 +50,27 @@ pub async fn load(
     };
 
     for (n, line) in read("falco/alerts.jsonl")?.lines().enumerate() {
-        publish(js, namespace, "security.falco.alerts", &format!("fixture/falco/{n}"), line).await?;
+        publish(
+            js,
+            namespace,
+            "security.falco.alerts",
+            &format!("fixture/falco/{n}"),
+            line,
+        )
+        .await?;
         report.falco_security_subject += 1;
     }
     let derived = read("falco/alerts_nats_derived.jsonl")?;
     let subjects = read("falco/alerts_nats_derived.subjects.txt")?;
     for (n, (line, subject)) in derived.lines().zip(subjects.lines()).enumerate() {
-        publish(js, namespace, subject.trim(), &format!("fixture/sidekick/{n}"), line).await?;
+        publish(
+            js,
+            namespace,
+            subject.trim(),
+            &format!("fixture/sidekick/{n}"),
+            line,
+        )
+        .await?;
         report.falco_sidekick_subjects += 1;
     }
 
@@ -69,8 +83,18 @@ pub async fn load(
     trivy.sort();
     for path in trivy {
         let body = std::fs::read_to_string(&path)?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        publish(js, namespace, "scan.trivy.results", &format!("fixture/trivy/{name}"), &body).await?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        publish(
+            js,
+            namespace,
+            "scan.trivy.results",
+            &format!("fixture/trivy/{name}"),
+            &body,
+        )
+        .await?;
         report.trivy_reports += 1;
     }
 
@@ -87,7 +111,11 @@ pub async fn load(
         }
     }
     for (host, lines) in by_host {
-        let Some(first_ts) = lines.first().and_then(|l| l["ts"].as_str()).map(str::to_owned) else {
+        let Some(first_ts) = lines
+            .first()
+            .and_then(|l| l["ts"].as_str())
+            .map(str::to_owned)
+        else {
             continue;
         };
         report.log_lines += lines.len();
@@ -95,8 +123,14 @@ pub async fn load(
             "v": 1, "ts": first_ts, "host": host, "agent_id": FIXTURE_AGENT, "source": "auth",
             "lines": lines,
         });
-        publish(js, namespace, "logs.auth", &format!("fixture/auth/{host}"), &envelope.to_string())
-            .await?;
+        publish(
+            js,
+            namespace,
+            "logs.auth",
+            &format!("fixture/auth/{host}"),
+            &envelope.to_string(),
+        )
+        .await?;
         report.log_envelopes += 1;
     }
     Ok(report)

@@ -60,7 +60,10 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h:1/db"), "postgres://u:***@h:1/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h:1/db"),
+            "postgres://u:***@h:1/db"
+        );
         assert_eq!(super::redact("postgres://u@h:1/db"), "postgres://u@h:1/db");
     }
 }

@@ -18,9 +18,14 @@ use crate::config::{Connections, IngestSettings, ServeSettings};
 
 /// Connects to both services, migrates, creates the streams and returns the
 /// shared ingest pipeline.
-pub async fn pipeline(conn: &Connections, ingest: &IngestSettings) -> anyhow::Result<Arc<Pipeline>> {
+pub async fn pipeline(
+    conn: &Connections,
+    ingest: &IngestSettings,
+) -> anyhow::Result<Arc<Pipeline>> {
     let pool = crate::connect_postgres(conn).await?;
-    let mode = palisade_schema::migrate(&pool).await.context("migrating the database")?;
+    let mode = palisade_schema::migrate(&pool)
+        .await
+        .context("migrating the database")?;
     tracing::info!(mode = ?mode, "schema ready");
     let client = crate::connect_nats(&conn.nats_url).await?;
     tracing::info!(version = %client.server_info().version, "nats ready");
@@ -93,13 +98,21 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
         }
     }));
     tracing::info!(%http_addr, "palisade is up");
-    Ok(Running { http_addr, pipeline, shutdown, tasks })
+    Ok(Running {
+        http_addr,
+        pipeline,
+        shutdown,
+        tasks,
+    })
 }
 
 /// Runs until SIGINT or SIGTERM.
 pub async fn up(conn: Connections, settings: ServeSettings) -> anyhow::Result<()> {
     let running = start(conn, settings).await?;
-    println!("palisade is up: http://{}/  (Ctrl-C to stop)", running.http_addr);
+    println!(
+        "palisade is up: http://{}/  (Ctrl-C to stop)",
+        running.http_addr
+    );
     shutdown_signal().await;
     tracing::info!("stopping: finishing batches in flight");
     running.stop().await;

@@ -141,7 +141,10 @@ pub async fn collect(
                 continue;
             }
         };
-        let info = stream.info().await.map_err(|e| StatusError::JetStream(e.to_string()))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| StatusError::JetStream(e.to_string()))?;
         streams.push(StreamStatus {
             name,
             subjects: info.config.subjects.clone(),
@@ -173,10 +176,16 @@ pub async fn collect(
                 });
             }
         }
-        projections.push(ProjectionStatus { name: projection.name(), consumers });
+        projections.push(ProjectionStatus {
+            name: projection.name(),
+            consumers,
+        });
     }
     Ok(Status {
-        nats: NatsStatus { server_version: client.server_info().version, streams },
+        nats: NatsStatus {
+            server_version: client.server_info().version,
+            streams,
+        },
         projections,
         ingested: ingested(pool).await?,
         latest_events: sqlx::query_as(
@@ -192,9 +201,8 @@ async fn ingested(pool: &PgPool) -> Result<Ingested, sqlx::Error> {
         let rows: Vec<(String, i64)> = sqlx::query_as(sql).fetch_all(pool).await?;
         Ok::<_, sqlx::Error>(rows.into_iter().collect::<BTreeMap<_, _>>())
     };
-    let count = |sql: &'static str| async move {
-        sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await
-    };
+    let count =
+        |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await };
     Ok(Ingested {
         events_by_type: grouped("SELECT type, count(*) FROM events GROUP BY type").await?,
         events_by_severity: grouped("SELECT severity, count(*) FROM events GROUP BY severity").await?,

@@ -27,7 +27,12 @@ fn alerts(n: usize) -> Vec<String> {
 async fn publish_all(env: &TestEnv, alerts: Vec<String>) {
     let mut acks = Vec::with_capacity(1024);
     for alert in alerts {
-        acks.push(env.js.publish(env.subject("security.falco.alerts"), alert.into()).await.unwrap());
+        acks.push(
+            env.js
+                .publish(env.subject("security.falco.alerts"), alert.into())
+                .await
+                .unwrap(),
+        );
         if acks.len() == 1024 {
             for ack in acks.drain(..) {
                 ack.await.unwrap();
@@ -56,13 +61,22 @@ fn spawn_palisade(env: &TestEnv, http_port: u16) -> Child {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn scrape(port: u16) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     stream.read_to_string(&mut out).await.unwrap();
     out
@@ -97,12 +111,23 @@ async fn kill_9_mid_batch_and_restart_leaves_every_event_once() {
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     let at_kill = env.count("SELECT count(*) FROM events").await;
-    assert!(at_kill < EVENTS as i64, "the kill came too late to test anything ({at_kill})");
+    assert!(
+        at_kill < EVENTS as i64,
+        "the kill came too late to test anything ({at_kill})"
+    );
 
     let mut second = spawn_palisade(&env, free_port());
-    env.wait_for_count("SELECT count(*) FROM events", EVENTS as i64, Duration::from_secs(120)).await;
+    env.wait_for_count(
+        "SELECT count(*) FROM events",
+        EVENTS as i64,
+        Duration::from_secs(120),
+    )
+    .await;
     assert_eq!(
-        env.count("SELECT count(DISTINCT attributes->'output_fields'->>'container.id') FROM events").await,
+        env.count(
+            "SELECT count(DISTINCT attributes->'output_fields'->>'container.id') FROM events"
+        )
+        .await,
         EVENTS as i64
     );
     second.kill().unwrap();
@@ -119,7 +144,12 @@ async fn two_processes_share_the_durable_consumers() {
     // Let both bind their consumers before the load arrives.
     tokio::time::sleep(Duration::from_secs(2)).await;
     publish_all(&env, alerts(EVENTS)).await;
-    env.wait_for_count("SELECT count(*) FROM events", EVENTS as i64, Duration::from_secs(120)).await;
+    env.wait_for_count(
+        "SELECT count(*) FROM events",
+        EVENTS as i64,
+        Duration::from_secs(120),
+    )
+    .await;
 
     let prefix = "palisade_ingest_records_total{projection=\"events\"} ";
     let mut records = Vec::new();
@@ -130,7 +160,14 @@ async fn two_processes_share_the_durable_consumers() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    assert!(records.iter().all(|&n| n > 0), "both processes took work: {records:?}");
-    assert_eq!(records.iter().sum::<u64>(), EVENTS as u64, "each event written once: {records:?}");
+    assert!(
+        records.iter().all(|&n| n > 0),
+        "both processes took work: {records:?}"
+    );
+    assert_eq!(
+        records.iter().sum::<u64>(),
+        EVENTS as u64,
+        "each event written once: {records:?}"
+    );
     env.cleanup().await;
 }

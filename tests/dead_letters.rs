@@ -13,19 +13,37 @@ use futures::StreamExt;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_go_to_the_dlq_and_neighbours_land() {
     let env = TestEnv::new("dlq").await;
-    let running = palisade::server::start(env.connections(), env.serve_settings(&[])).await.unwrap();
+    let running = palisade::server::start(env.connections(), env.serve_settings(&[]))
+        .await
+        .unwrap();
 
     let alerts = fixture("falco/alerts.jsonl");
     let mut lines = alerts.lines();
-    env.publish("security.falco.alerts", lines.next().unwrap().to_owned()).await;
-    env.publish("security.falco.alerts", "{\"output\": \"truncated".to_owned()).await;
-    env.publish("security.falco.alerts", lines.next().unwrap().to_owned()).await;
-    env.publish("logs.auth", r#"{"v": 9, "ts": "2026-11-20T10:00:00Z", "host": "h", "lines": []}"#.to_owned())
+    env.publish("security.falco.alerts", lines.next().unwrap().to_owned())
         .await;
-    env.publish("security.falco.alerts", lines.next().unwrap().to_owned()).await;
+    env.publish(
+        "security.falco.alerts",
+        "{\"output\": \"truncated".to_owned(),
+    )
+    .await;
+    env.publish("security.falco.alerts", lines.next().unwrap().to_owned())
+        .await;
+    env.publish(
+        "logs.auth",
+        r#"{"v": 9, "ts": "2026-11-20T10:00:00Z", "host": "h", "lines": []}"#.to_owned(),
+    )
+    .await;
+    env.publish("security.falco.alerts", lines.next().unwrap().to_owned())
+        .await;
 
-    env.wait_for_count("SELECT count(*) FROM events", 3, Duration::from_secs(30)).await;
-    env.wait_for_count("SELECT count(*) FROM dead_letters", 2, Duration::from_secs(30)).await;
+    env.wait_for_count("SELECT count(*) FROM events", 3, Duration::from_secs(30))
+        .await;
+    env.wait_for_count(
+        "SELECT count(*) FROM dead_letters",
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
 
     let reasons: Vec<(String, String)> =
         sqlx::query_as("SELECT subject, reason FROM dead_letters ORDER BY subject")
@@ -34,18 +52,27 @@ async fn malformed_messages_go_to_the_dlq_and_neighbours_land() {
             .unwrap();
     assert!(reasons[0].0.ends_with("logs.auth"), "{reasons:?}");
     assert!(reasons[0].1.contains("version"), "{reasons:?}");
-    assert!(reasons[1].0.ends_with("security.falco.alerts"), "{reasons:?}");
+    assert!(
+        reasons[1].0.ends_with("security.falco.alerts"),
+        "{reasons:?}"
+    );
     assert!(reasons[1].1.contains("JSON"), "{reasons:?}");
 
     // The dead letters are on dlq.<original subject> with the reason in a header.
-    let stream = palisade_consumers::streams::StreamFamily::DeadLetters
-        .name(&env.connections().namespace());
+    let stream =
+        palisade_consumers::streams::StreamFamily::DeadLetters.name(&env.connections().namespace());
     let dlq = env
         .js
         .create_consumer_on_stream(consumer::pull::Config::default(), &stream)
         .await
         .unwrap();
-    let mut messages = dlq.fetch().max_messages(10).expires(Duration::from_secs(2)).messages().await.unwrap();
+    let mut messages = dlq
+        .fetch()
+        .max_messages(10)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     while let Some(message) = messages.next().await {
         let message = message.unwrap();
@@ -71,7 +98,12 @@ async fn malformed_messages_go_to_the_dlq_and_neighbours_land() {
         .unwrap();
     for projection in &status.projections {
         for c in &projection.consumers {
-            assert_eq!((c.pending, c.ack_pending), (0, 0), "{}: {c:?}", projection.name);
+            assert_eq!(
+                (c.pending, c.ack_pending),
+                (0, 0),
+                "{}: {c:?}",
+                projection.name
+            );
         }
     }
     running.stop().await;

@@ -31,37 +31,53 @@ fn auth_log_envelope() -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_source_lands_in_postgres() {
     let env = TestEnv::new("ingest").await;
-    let running = palisade::server::start(env.connections(), env.serve_settings(&[])).await.unwrap();
+    let running = palisade::server::start(env.connections(), env.serve_settings(&[]))
+        .await
+        .unwrap();
 
     // Falco exactly as Falcosidekick sends it: core NATS publish, no headers, both subject schemes.
     let alerts = fixture("falco/alerts.jsonl");
     for line in alerts.lines() {
-        env.publish_core("security.falco.alerts", line.to_owned()).await;
+        env.publish_core("security.falco.alerts", line.to_owned())
+            .await;
     }
     let derived = fixture("falco/alerts_nats_derived.jsonl");
     let subjects = fixture("falco/alerts_nats_derived.subjects.txt");
     for (line, subject) in derived.lines().zip(subjects.lines()) {
         env.publish_core(subject, line.to_owned()).await;
     }
-    env.publish_core("security.falco.alerts", fixture("falco/internal_metrics_snapshot.json")).await;
+    env.publish_core(
+        "security.falco.alerts",
+        fixture("falco/internal_metrics_snapshot.json"),
+    )
+    .await;
     env.flush().await;
 
     // Trivy: four bare reports and one in our envelope.
-    for file in ["alpine-39", "debian-stretch", "defectdojo-issue_9333-debian", "npm-list-all-pkgs"] {
-        env.publish("scan.trivy.results", fixture(&format!("trivy/{file}.json"))).await;
+    for file in [
+        "alpine-39",
+        "debian-stretch",
+        "defectdojo-issue_9333-debian",
+        "npm-list-all-pkgs",
+    ] {
+        env.publish("scan.trivy.results", fixture(&format!("trivy/{file}.json")))
+            .await;
     }
     let report: serde_json::Value = serde_json::from_str(&fixture("trivy/alpine-39.json")).unwrap();
     let enveloped = json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "host": "proxmox-node-01",
         "agent_id": "edge-1", "target_kind": "host", "report": report});
-    env.publish("scan.trivy.results", enveloped.to_string()).await;
+    env.publish("scan.trivy.results", enveloped.to_string())
+        .await;
 
-    env.publish("logs.auth", auth_log_envelope().to_string()).await;
+    env.publish("logs.auth", auth_log_envelope().to_string())
+        .await;
     let metrics = json!({"v": 1, "ts": "2026-11-20T10:15:00Z", "host": "proxmox-node-01",
         "agent_id": "edge-1", "metrics": [
             {"name": "cpu.usage_percent", "value": 12.5, "labels": {"cpu": "total"}},
             {"name": "cpu.usage_percent", "value": 37.5, "labels": {"cpu": "total"}, "ts": "2026-11-20T10:45:00Z"},
             {"name": "mem.used_bytes", "value": 8.0e9, "ts": "2026-11-20T11:05:00Z"}]});
-    env.publish("telemetry.metrics.edge", metrics.to_string()).await;
+    env.publish("telemetry.metrics.edge", metrics.to_string())
+        .await;
     let processes = json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "host": "proxmox-node-01",
         "agent_id": "edge-1",
         "started": [
@@ -70,7 +86,8 @@ async fn every_source_lands_in_postgres() {
             {"pid": 4242, "ppid": 812, "exe": "/bin/bash", "cmdline": "bash -i", "user": "root",
              "ts": "2026-11-20T10:01:00Z"}],
         "stopped": [{"pid": 4242, "ts": "2026-11-20T10:05:00Z"}]});
-    env.publish("telemetry.processes.edge", processes.to_string()).await;
+    env.publish("telemetry.processes.edge", processes.to_string())
+        .await;
     let connections = json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "host": "proxmox-node-01",
         "agent_id": "edge-1", "connections": [
             {"fd": 3, "family": 2, "type": 1, "localaddr": {"ip": "0.0.0.0", "port": 22},
@@ -78,7 +95,8 @@ async fn every_source_lands_in_postgres() {
             {"fd": 4, "family": 2, "type": 1, "localaddr": {"ip": "10.0.0.5", "port": 22},
              "remoteaddr": {"ip": "10.0.0.9", "port": 51514}, "status": "ESTABLISHED",
              "uids": [0, 0, 0, 0], "pid": 812, "process": "sshd"}]});
-    env.publish("topology.connections", connections.to_string()).await;
+    env.publish("topology.connections", connections.to_string())
+        .await;
     let drops = json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "host": "proxmox-node-01",
         "drops": [{"src_ip": "198.51.100.7", "dst_ip": "10.0.0.5", "src_port": 4444, "dst_port": 22,
                    "protocol": "tcp", "iface": "eth0", "reason": "blocklist", "rule": "deny-tor-exit",
@@ -89,28 +107,47 @@ async fn every_source_lands_in_postgres() {
             "file_path": "/var/lib/containerd/rootfs/tmp/.x/mirai", "scan_source": "clamav",
             "pod": "web-7d9f", "namespace": "production", "image": "nginx:1.25",
             "container_id": "3f2a9c", "node": "k8s-worker-3"}]});
-    env.publish("security.malware.findings", malware.to_string()).await;
+    env.publish("security.malware.findings", malware.to_string())
+        .await;
 
     // 25 + 25 + 1 Falco, 10 log lines, 1 drop, 1 malware finding.
-    env.wait_for_count("SELECT count(*) FROM events", 63, WAIT).await;
-    env.wait_for_count("SELECT count(*) FROM scans", 5, WAIT).await;
-    env.wait_for_count("SELECT count(*) FROM metrics", 3, WAIT).await;
-    env.wait_for_count("SELECT count(*) FROM connections", 2, WAIT).await;
-    env.wait_for_count("SELECT count(*) FROM processes WHERE stopped_at IS NOT NULL", 1, WAIT).await;
+    env.wait_for_count("SELECT count(*) FROM events", 63, WAIT)
+        .await;
+    env.wait_for_count("SELECT count(*) FROM scans", 5, WAIT)
+        .await;
+    env.wait_for_count("SELECT count(*) FROM metrics", 3, WAIT)
+        .await;
+    env.wait_for_count("SELECT count(*) FROM connections", 2, WAIT)
+        .await;
+    env.wait_for_count(
+        "SELECT count(*) FROM processes WHERE stopped_at IS NOT NULL",
+        1,
+        WAIT,
+    )
+    .await;
 
     // Falco: both subject schemes, severities mapped from priorities (fixture totals ×2 + the snapshot).
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE type = 'falco_alert'").await, 51);
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE type = 'falco_alert'")
+            .await,
+        51
+    );
     let by_severity: Vec<(String, i64)> = sqlx::query_as(
         "SELECT severity, count(*) FROM events WHERE type = 'falco_alert' GROUP BY 1 ORDER BY 1",
     )
     .fetch_all(&env.pool)
     .await
     .unwrap();
-    let expected: Vec<(String, i64)> =
-        [("critical", 2), ("high", 14), ("info", 9), ("low", 16), ("medium", 10)]
-            .into_iter()
-            .map(|(s, n)| (s.to_owned(), n))
-            .collect();
+    let expected: Vec<(String, i64)> = [
+        ("critical", 2),
+        ("high", 14),
+        ("info", 9),
+        ("low", 16),
+        ("medium", 10),
+    ]
+    .into_iter()
+    .map(|(s, n)| (s.to_owned(), n))
+    .collect();
     assert_eq!(by_severity, expected);
     assert_eq!(
         env.count("SELECT count(*) FROM events WHERE type = 'falco_alert' AND subject NOT LIKE '%security.falco.alerts'")
@@ -127,7 +164,10 @@ async fn every_source_lands_in_postgres() {
     );
     // Falco's null values and bracketed keys are kept.
     assert!(
-        env.count("SELECT count(*) FROM events WHERE attributes->'output_fields' ? 'proc.aname[2]'").await
+        env.count(
+            "SELECT count(*) FROM events WHERE attributes->'output_fields' ? 'proc.aname[2]'"
+        )
+        .await
             > 0
     );
     assert!(
@@ -149,7 +189,11 @@ async fn every_source_lands_in_postgres() {
     assert_eq!(ts.to_rfc3339(), "2022-05-01T23:29:32.918828+00:00");
 
     // Logs: auth failures are classified above routine lines.
-    assert_eq!(env.count("SELECT count(*) FROM events WHERE type = 'log' AND host = 'bastion-01'").await, 10);
+    assert_eq!(
+        env.count("SELECT count(*) FROM events WHERE type = 'log' AND host = 'bastion-01'")
+            .await,
+        10
+    );
     assert!(
         env.count(
             "SELECT count(*) FROM events WHERE type = 'log' AND severity = 'medium'
@@ -159,7 +203,8 @@ async fn every_source_lands_in_postgres() {
             == 1
     );
     assert_eq!(
-        env.count("SELECT count(*) FROM events WHERE type = 'xdp_drop' AND rule = 'deny-tor-exit'").await,
+        env.count("SELECT count(*) FROM events WHERE type = 'xdp_drop' AND rule = 'deny-tor-exit'")
+            .await,
         1
     );
     assert_eq!(
@@ -173,10 +218,14 @@ async fn every_source_lands_in_postgres() {
 
     // Trivy: findings linked to hosts and packages with their scan time.
     assert_eq!(
-        env.count("SELECT count(*) FROM host_vulnerabilities WHERE host = 'proxmox-node-01'").await,
+        env.count("SELECT count(*) FROM host_vulnerabilities WHERE host = 'proxmox-node-01'")
+            .await,
         6
     );
-    assert_eq!(env.count("SELECT count(*) FROM host_vulnerabilities").await, 6 + 6 + 5 + 13 + 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM host_vulnerabilities").await,
+        6 + 6 + 5 + 13 + 1
+    );
     assert_eq!(
         env.count(
             "SELECT count(*) FROM host_vulnerabilities
@@ -188,21 +237,34 @@ async fn every_source_lands_in_postgres() {
     assert!(env.count("SELECT count(*) FROM host_packages hp JOIN packages p ON p.id = hp.package_id WHERE p.ecosystem = 'npm'").await >= 12);
 
     // Metrics, processes, connections, hosts.
-    assert_eq!(env.count("SELECT count(*) FROM metrics_rollup_pending").await, 2);
-    assert_eq!(env.count("SELECT count(*) FROM processes WHERE stopped_at IS NULL").await, 1);
     assert_eq!(
-        env.count("SELECT count(*) FROM connections WHERE status = 'LISTEN' AND remote_ip IS NULL").await,
+        env.count("SELECT count(*) FROM metrics_rollup_pending")
+            .await,
+        2
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM processes WHERE stopped_at IS NULL")
+            .await,
         1
     );
     assert_eq!(
-        env.count("SELECT count(*) FROM connections WHERE protocol = 'tcp' AND remote_port = 51514").await,
+        env.count("SELECT count(*) FROM connections WHERE status = 'LISTEN' AND remote_ip IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM connections WHERE protocol = 'tcp' AND remote_port = 51514"
+        )
+        .await,
         1
     );
     assert!(env.count("SELECT count(*) FROM hosts WHERE name IN ('proxmox-node-01','bastion-01','k8s-worker-3')").await == 3);
     assert_eq!(env.count("SELECT count(*) FROM dead_letters").await, 0);
 
     // The HTTP face, in-process through the router.
-    let state = palisade::api::AppState::new(running.pipeline.clone(), env.connections().namespace());
+    let state =
+        palisade::api::AppState::new(running.pipeline.clone(), env.connections().namespace());
     let app = palisade::api::app(state);
     let response = app
         .clone()
@@ -210,7 +272,9 @@ async fn every_source_lands_in_postgres() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
     let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status["ingested"]["events_by_type"]["falco_alert"], 51);
     assert_eq!(status["ingested"]["scans"], 5);
@@ -219,11 +283,18 @@ async fn every_source_lands_in_postgres() {
         .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
         .await
         .unwrap();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
     let text = String::from_utf8(body.to_vec()).unwrap();
-    assert!(text.contains("palisade_ingest_messages_total{projection=\"events\"} 54"), "{text}");
-    let response =
-        app.oneshot(Request::get("/nope").body(Body::empty()).unwrap()).await.unwrap();
+    assert!(
+        text.contains("palisade_ingest_messages_total{projection=\"events\"} 54"),
+        "{text}"
+    );
+    let response = app
+        .oneshot(Request::get("/nope").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 
     // And over a real socket.
@@ -231,7 +302,11 @@ async fn every_source_lands_in_postgres() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"status\":\"ok\""), "{health}");
     let page = http_get(running.http_addr, "/").await;
-    assert!(page.contains("Unix.Trojan.Mirai-7100807-0") && page.contains("events: falco_alert</th><td>51"), "{page}");
+    assert!(
+        page.contains("Unix.Trojan.Mirai-7100807-0")
+            && page.contains("events: falco_alert</th><td>51"),
+        "{page}"
+    );
 
     running.stop().await;
     env.cleanup().await;
@@ -241,7 +316,9 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .unwrap();
     let mut out = String::new();

@@ -24,19 +24,49 @@ fn metric(ts: chrono::DateTime<Utc>, value: f64) -> Metric {
 async fn concurrent_migrations_apply_once() {
     let env = TestEnv::new("migrate").await;
     let other = sqlx::PgPool::connect(&env.database_url).await.unwrap();
-    let (a, b) = tokio::join!(palisade_schema::migrate(&env.pool), palisade_schema::migrate(&other));
+    let (a, b) = tokio::join!(
+        palisade_schema::migrate(&env.pool),
+        palisade_schema::migrate(&other)
+    );
     assert_eq!(a.unwrap(), TimeseriesMode::Native);
     assert_eq!(b.unwrap(), TimeseriesMode::Native);
-    let applied = env.count("SELECT count(*) FROM _sqlx_migrations WHERE success").await;
+    let applied = env
+        .count("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .await;
     assert_eq!(applied, palisade_schema::MIGRATOR.iter().count() as i64);
     // Partitioned, not plain, tables.
     assert_eq!(
-        env.count("SELECT count(*) FROM pg_partitioned_table pt JOIN pg_class c ON c.oid = pt.partrelid
-                   WHERE c.relname IN ('events', 'metrics', 'connections')")
-            .await,
+        env.count(
+            "SELECT count(*) FROM pg_partitioned_table pt JOIN pg_class c ON c.oid = pt.partrelid
+                   WHERE c.relname IN ('events', 'metrics', 'connections')"
+        )
+        .await,
         3
     );
     other.close().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_create_a_new_day_once() {
+    let env = TestEnv::new("partition_race").await;
+    palisade_schema::migrate(&env.pool).await.unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&env.database_url)
+        .await
+        .unwrap();
+    let days = [chrono::NaiveDate::from_ymd_opt(2021, 3, 4).unwrap()];
+    let calls = (0..8).map(|_| palisade_schema::ensure_partitions(&pool, "events", &days));
+    for result in futures::future::join_all(calls).await {
+        result.unwrap();
+    }
+    assert_eq!(
+        env.count("SELECT count(*) FROM pg_class WHERE relname = 'events_p20210304'")
+            .await,
+        1
+    );
+    pool.close().await;
     env.cleanup().await;
 }
 
@@ -45,14 +75,38 @@ async fn partitions_rollup_and_retention() {
     let env = TestEnv::new("maintenance").await;
     palisade_schema::migrate(&env.pool).await.unwrap();
     let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 30, 0).unwrap();
-    let maintenance = Maintenance::new(Retention { events_days: Some(90), ..Retention::default() });
+    let maintenance = Maintenance::new(Retention {
+        events_days: Some(90),
+        ..Retention::default()
+    });
 
     let report = maintenance.run_once(&env.pool, now).await.unwrap();
-    assert_eq!(report.partitions_created, 3 * 4, "today and 3 days ahead for 3 tables");
-    for name in ["events_p20261124", "metrics_p20261127", "connections_p20261125"] {
-        assert_eq!(env.count(&format!("SELECT count(*) FROM pg_class WHERE relname = '{name}'")).await, 1);
+    assert_eq!(
+        report.partitions_created,
+        3 * 4,
+        "today and 3 days ahead for 3 tables"
+    );
+    for name in [
+        "events_p20261124",
+        "metrics_p20261127",
+        "connections_p20261125",
+    ] {
+        assert_eq!(
+            env.count(&format!(
+                "SELECT count(*) FROM pg_class WHERE relname = '{name}'"
+            ))
+            .await,
+            1
+        );
     }
-    assert_eq!(maintenance.run_once(&env.pool, now).await.unwrap().partitions_created, 0);
+    assert_eq!(
+        maintenance
+            .run_once(&env.pool, now)
+            .await
+            .unwrap()
+            .partitions_created,
+        0
+    );
 
     // Samples 40 days old and this morning; the writer creates the old day's partition itself.
     let store = Store::new(env.pool.clone());
@@ -64,7 +118,11 @@ async fn partitions_rollup_and_retention() {
     ];
     let batch = Batch {
         records: vec![(
-            Position { stream: "PALISADE_TELEMETRY".into(), seq: 1, subject: "telemetry.metrics.edge".into() },
+            Position {
+                stream: "PALISADE_TELEMETRY".into(),
+                seq: 1,
+                subject: "telemetry.metrics.edge".into(),
+            },
             Decoded::Metrics(samples),
         )],
         dead_letters: vec![],
@@ -74,7 +132,10 @@ async fn partitions_rollup_and_retention() {
 
     let report = maintenance.run_once(&env.pool, now).await.unwrap();
     assert_eq!(report.hours_rolled_up, 2);
-    assert_eq!(report.partitions_dropped, vec!["metrics_p20261015".to_owned()]);
+    assert_eq!(
+        report.partitions_dropped,
+        vec!["metrics_p20261015".to_owned()]
+    );
     assert_eq!(env.count("SELECT count(*) FROM metrics").await, 2);
     let (samples, avg, max): (i64, f64, f64) = sqlx::query_as(
         "SELECT samples, avg_value, max_value FROM metrics_hourly WHERE bucket = '2026-11-24 12:00:00+00'",
@@ -89,7 +150,11 @@ async fn partitions_rollup_and_retention() {
     // A late sample for a rolled-up hour marks it again, and the next pass recomputes it.
     let late = Batch {
         records: vec![(
-            Position { stream: "PALISADE_TELEMETRY".into(), seq: 2, subject: "telemetry.metrics.edge".into() },
+            Position {
+                stream: "PALISADE_TELEMETRY".into(),
+                seq: 2,
+                subject: "telemetry.metrics.edge".into(),
+            },
             Decoded::Metrics(vec![metric(now - Duration::minutes(5), 50.0)]),
         )],
         dead_letters: vec![],
@@ -107,7 +172,12 @@ async fn partitions_rollup_and_retention() {
     // Events are kept unless a retention is configured; here 90 days.
     let far = now + Duration::days(400);
     let report = maintenance.run_once(&env.pool, far).await.unwrap();
-    assert!(report.partitions_dropped.contains(&"events_p20261124".to_owned()), "{report:?}");
+    assert!(
+        report
+            .partitions_dropped
+            .contains(&"events_p20261124".to_owned()),
+        "{report:?}"
+    );
     assert!(report.rollup_rows_deleted >= 2);
     env.cleanup().await;
 }

@@ -33,7 +33,9 @@ async fn fake_nats(version: &'static str, jetstream: bool) -> u16 {
 #[tokio::test]
 async fn nats_2_9_is_refused_with_a_reason() {
     let port = fake_nats("2.9.10", true).await;
-    let err = palisade::connect_nats(&format!("nats://127.0.0.1:{port}")).await.unwrap_err();
+    let err = palisade::connect_nats(&format!("nats://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains("2.9.10 is too old"), "{text}");
     assert!(text.contains("subject filters"), "{text}");
@@ -42,13 +44,24 @@ async fn nats_2_9_is_refused_with_a_reason() {
 #[tokio::test]
 async fn a_server_without_jetstream_is_refused() {
     let port = fake_nats("2.11.4", false).await;
-    let err = palisade::connect_nats(&format!("nats://127.0.0.1:{port}")).await.unwrap_err();
+    let err = palisade::connect_nats(&format!("nats://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
     assert!(format!("{err:#}").contains("JetStream disabled"), "{err:#}");
 }
 
 #[tokio::test]
 async fn an_unreachable_server_names_the_command_that_starts_it() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let err = palisade::connect_nats(&format!("nats://127.0.0.1:{port}")).await.unwrap_err();
-    assert!(format!("{err:#}").contains("scripts/stack.sh up"), "{err:#}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = palisade::connect_nats(&format!("nats://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("scripts/stack.sh up"),
+        "{err:#}"
+    );
 }

@@ -17,7 +17,9 @@ impl Namespace {
 
     /// A namespace whose subjects start with `name.` and whose streams start with `NAME_`.
     pub fn named(name: &str) -> Self {
-        Namespace { prefix: Some(name.to_owned()) }
+        Namespace {
+            prefix: Some(name.to_owned()),
+        }
     }
 
     /// The subject `subject` as published in this namespace.

@@ -19,7 +19,9 @@ pub struct DecodedBatch {
 
 impl std::fmt::Debug for DecodedBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DecodedBatch").field("messages", &self.batch.messages()).finish()
+        f.debug_struct("DecodedBatch")
+            .field("messages", &self.batch.messages())
+            .finish()
     }
 }
 
@@ -43,7 +45,11 @@ pub fn decode_batch(namespace: &Namespace, deliveries: Vec<Delivery>) -> Decoded
         }
         ackers.push(delivery.acker);
     }
-    DecodedBatch { batch, ackers, payloads }
+    DecodedBatch {
+        batch,
+        ackers,
+        payloads,
+    }
 }
 
 /// [`decode_batch`] on tokio's blocking pool.

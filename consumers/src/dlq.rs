@@ -21,8 +21,11 @@ pub fn dlq_subject(namespace: &Namespace, subject: &str) -> String {
 
 /// A reason fit for a NATS header: one line, bounded.
 pub fn header_safe(reason: &str) -> String {
-    let mut line: String =
-        reason.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_REASON).collect();
+    let mut line: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON)
+        .collect();
     line.truncate(line.trim_end().len());
     line
 }
@@ -54,7 +57,10 @@ mod tests {
 
     #[test]
     fn dlq_subjects_keep_the_namespace() {
-        assert_eq!(dlq_subject(&Namespace::root(), "falco.error.x"), "dlq.falco.error.x");
+        assert_eq!(
+            dlq_subject(&Namespace::root(), "falco.error.x"),
+            "dlq.falco.error.x"
+        );
         let ns = Namespace::named("t1");
         assert_eq!(dlq_subject(&ns, "t1.logs.auth"), "t1.dlq.logs.auth");
     }

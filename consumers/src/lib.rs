@@ -52,6 +52,9 @@ pub enum IngestError {
 
 impl IngestError {
     pub(crate) fn jetstream(action: impl Into<String>, err: impl std::fmt::Display) -> Self {
-        IngestError::JetStream { action: action.into(), reason: err.to_string() }
+        IngestError::JetStream {
+            action: action.into(),
+            reason: err.to_string(),
+        }
     }
 }

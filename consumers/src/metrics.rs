@@ -1,7 +1,9 @@
 //! Prometheus metrics of the ingest path, served by the application at `/metrics`.
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram};
+use prometheus_client::metrics::{
+    counter::Counter, family::Family, gauge::Gauge, histogram::Histogram,
+};
 use prometheus_client::registry::Registry;
 
 /// Labels naming a projection.
@@ -21,7 +23,9 @@ pub struct ConsumerLabels {
 }
 
 fn batch_histogram() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 16))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 16,
+    ))
 }
 
 /// The ingest metrics.
@@ -61,17 +65,47 @@ impl IngestMetrics {
     /// Registers every metric under the `palisade_ingest` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let sub = registry.sub_registry_with_prefix("palisade_ingest");
-        sub.register("messages", "Messages taken from the streams", self.messages_in.clone());
-        sub.register("rows_written", "Rows newly written to PostgreSQL", self.rows_written.clone());
-        sub.register("records", "Records in committed batches", self.records.clone());
-        sub.register("dead_letters", "Messages sent to dlq.<subject>", self.dead_letters.clone());
-        sub.register("write_retries", "Batch writes retried after a transient fault", self.write_retries.clone());
-        sub.register("batch_seconds", "Batch latency from formation to commit", self.batch_seconds.clone());
-        sub.register("consumer_lag", "Messages not yet acknowledged by the consumer", self.consumer_lag.clone());
+        sub.register(
+            "messages",
+            "Messages taken from the streams",
+            self.messages_in.clone(),
+        );
+        sub.register(
+            "rows_written",
+            "Rows newly written to PostgreSQL",
+            self.rows_written.clone(),
+        );
+        sub.register(
+            "records",
+            "Records in committed batches",
+            self.records.clone(),
+        );
+        sub.register(
+            "dead_letters",
+            "Messages sent to dlq.<subject>",
+            self.dead_letters.clone(),
+        );
+        sub.register(
+            "write_retries",
+            "Batch writes retried after a transient fault",
+            self.write_retries.clone(),
+        );
+        sub.register(
+            "batch_seconds",
+            "Batch latency from formation to commit",
+            self.batch_seconds.clone(),
+        );
+        sub.register(
+            "consumer_lag",
+            "Messages not yet acknowledged by the consumer",
+            self.consumer_lag.clone(),
+        );
     }
 
     /// Labels of `projection`.
     pub fn labels(projection: &str) -> ProjectionLabels {
-        ProjectionLabels { projection: projection.to_owned() }
+        ProjectionLabels {
+            projection: projection.to_owned(),
+        }
     }
 }

@@ -85,11 +85,22 @@ async fn consume(
     writer: &Writer,
     shutdown: &CancellationToken,
 ) -> Result<(), IngestError> {
-    let consumer = source::open_consumer(&pipeline.js, projection, binding, &pipeline.config, true).await?;
+    let consumer =
+        source::open_consumer(&pipeline.js, projection, binding, &pipeline.config, true).await?;
     tracing::info!(projection = projection.name(), stream = %consumer.cached_info().stream_name, "consuming");
-    let lag = watch_lag(pipeline, projection, consumer.clone(), shutdown.child_token());
+    let lag = watch_lag(
+        pipeline,
+        projection,
+        consumer.clone(),
+        shutdown.child_token(),
+    );
     let deliveries = source::deliveries(&consumer, &pipeline.config).await?;
-    run_chain(deliveries.take_until(shutdown.clone().cancelled_owned()), writer, |_| {}).await;
+    run_chain(
+        deliveries.take_until(shutdown.clone().cancelled_owned()),
+        writer,
+        |_| {},
+    )
+    .await;
     lag.cancel();
     Ok(())
 }
@@ -106,7 +117,11 @@ pub async fn run_chain(
     let slots: Mutex<Vec<i32>> = Mutex::new((0..config.writers.max(1) as i32).rev().collect());
     batch::batches(deliveries, config)
         .map(|deliveries| {
-            writer.metrics.messages_in.get_or_create(&labels).inc_by(deliveries.len() as u64);
+            writer
+                .metrics
+                .messages_in
+                .get_or_create(&labels)
+                .inc_by(deliveries.len() as u64);
             decode::decode_off_executor(config.namespace.clone(), deliveries)
         })
         .buffered(2)
@@ -129,11 +144,18 @@ pub async fn run_chain(
 }
 
 fn take_slot(slots: &Mutex<Vec<i32>>) -> i32 {
-    slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop().unwrap_or(0)
+    slots
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .pop()
+        .unwrap_or(0)
 }
 
 fn give_slot(slots: &Mutex<Vec<i32>>, slot: i32) {
-    slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(slot);
+    slots
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(slot);
 }
 
 /// Samples the consumer's lag (pending + unacknowledged) every 5 s into the metrics.

@@ -63,19 +63,31 @@ impl Projection {
     pub fn bindings(self) -> &'static [Binding] {
         match self {
             Projection::Events => &[
-                Binding { family: StreamFamily::Security, filters: &["falco.>", "security.>"] },
-                Binding { family: StreamFamily::Logs, filters: &["logs.>"] },
+                Binding {
+                    family: StreamFamily::Security,
+                    filters: &["falco.>", "security.>"],
+                },
+                Binding {
+                    family: StreamFamily::Logs,
+                    filters: &["logs.>"],
+                },
             ],
-            Projection::Metrics => {
-                &[Binding { family: StreamFamily::Telemetry, filters: &["telemetry.metrics.>"] }]
-            }
-            Projection::Processes => {
-                &[Binding { family: StreamFamily::Telemetry, filters: &["telemetry.processes.>"] }]
-            }
-            Projection::Connections => {
-                &[Binding { family: StreamFamily::Topology, filters: &["topology.>"] }]
-            }
-            Projection::Vulns => &[Binding { family: StreamFamily::Scan, filters: &["scan.>"] }],
+            Projection::Metrics => &[Binding {
+                family: StreamFamily::Telemetry,
+                filters: &["telemetry.metrics.>"],
+            }],
+            Projection::Processes => &[Binding {
+                family: StreamFamily::Telemetry,
+                filters: &["telemetry.processes.>"],
+            }],
+            Projection::Connections => &[Binding {
+                family: StreamFamily::Topology,
+                filters: &["topology.>"],
+            }],
+            Projection::Vulns => &[Binding {
+                family: StreamFamily::Scan,
+                filters: &["scan.>"],
+            }],
         }
     }
 

@@ -28,8 +28,12 @@ pub async fn replay(
     let mut total = 0;
     for binding in projection.bindings() {
         let mut consumer =
-            source::open_consumer(&pipeline.js, projection, binding, &pipeline.config, false).await?;
-        let info = consumer.info().await.map_err(|e| IngestError::jetstream("consumer info", e))?;
+            source::open_consumer(&pipeline.js, projection, binding, &pipeline.config, false)
+                .await?;
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| IngestError::jetstream("consumer info", e))?;
         total += info.num_pending;
         consumers.push(consumer);
     }
@@ -52,7 +56,9 @@ pub async fn replay(
             let _ = stream.delete_consumer(&name).await;
         }
     }
-    Ok(ReplayReport { messages: done.load(Ordering::Relaxed) })
+    Ok(ReplayReport {
+        messages: done.load(Ordering::Relaxed),
+    })
 }
 
 async fn truncate(pipeline: &Pipeline, projection: Projection) -> Result<(), IngestError> {

@@ -20,7 +20,9 @@ pub struct Delivery {
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery").field("position", &self.position).finish_non_exhaustive()
+        f.debug_struct("Delivery")
+            .field("position", &self.position)
+            .finish_non_exhaustive()
     }
 }
 
@@ -36,7 +38,11 @@ pub fn consumer_config(
     consumer::pull::Config {
         durable_name: durable.then(|| projection.durable_name()),
         description: Some(format!("palisade {} projection", projection.name())),
-        filter_subjects: binding.filters.iter().map(|s| config.namespace.subject(s)).collect(),
+        filter_subjects: binding
+            .filters
+            .iter()
+            .map(|s| config.namespace.subject(s))
+            .collect(),
         deliver_policy: consumer::DeliverPolicy::All,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: config.ack_wait,
@@ -59,11 +65,17 @@ pub async fn open_consumer(
     durable: bool,
 ) -> Result<consumer::PullConsumer, IngestError> {
     let stream = binding.family.name(&config.namespace);
-    js.create_consumer_on_stream(consumer_config(projection, binding, config, durable), &stream)
-        .await
-        .map_err(|e| {
-            IngestError::jetstream(format!("create consumer {} on {stream}", projection.name()), e)
-        })
+    js.create_consumer_on_stream(
+        consumer_config(projection, binding, config, durable),
+        &stream,
+    )
+    .await
+    .map_err(|e| {
+        IngestError::jetstream(
+            format!("create consumer {} on {stream}", projection.name()),
+            e,
+        )
+    })
 }
 
 /// The deliveries of `consumer`, pulled continuously. Ends when the consumer is
@@ -86,7 +98,10 @@ pub async fn deliveries(
                 Err(e) => {
                     use consumer::pull::MessagesErrorKind as K;
                     tracing::warn!(error = %e, "pull error");
-                    !matches!(e.kind(), K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded)
+                    !matches!(
+                        e.kind(),
+                        K::ConsumerDeleted | K::PushBasedConsumer | K::RequestLimitExceeded
+                    )
                 }
                 Ok(_) => true,
             };
@@ -108,5 +123,9 @@ fn into_delivery(message: jetstream::Message) -> Option<Delivery> {
         }
     };
     let (message, acker) = message.split();
-    Some(Delivery { position, payload: message.payload, acker })
+    Some(Delivery {
+        position,
+        payload: message.payload,
+        acker,
+    })
 }

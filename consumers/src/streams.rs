@@ -70,7 +70,11 @@ impl StreamFamily {
         stream::Config {
             name: self.name(&config.namespace),
             description: Some(format!("palisade {self:?} events")),
-            subjects: self.subjects().iter().map(|s| config.namespace.subject(s)).collect(),
+            subjects: self
+                .subjects()
+                .iter()
+                .map(|s| config.namespace.subject(s))
+                .collect(),
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             discard: stream::DiscardPolicy::Old,
@@ -85,7 +89,11 @@ impl StreamFamily {
 pub fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
     let core = version.trim_start_matches('v').split(['-', '+']).next()?;
     let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
-    Some((parts.next()??, parts.next()??, parts.next().flatten().unwrap_or(0)))
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
 }
 
 /// Refuses servers older than [`MIN_SERVER_VERSION`] or without JetStream.
@@ -155,7 +163,13 @@ mod tests {
             ..Default::default()
         };
         assert!(check_server(&ok).is_ok());
-        let no_js = async_nats::ServerInfo { jetstream: false, ..ok };
-        assert!(check_server(&no_js).unwrap_err().to_string().contains("JetStream disabled"));
+        let no_js = async_nats::ServerInfo {
+            jetstream: false,
+            ..ok
+        };
+        assert!(check_server(&no_js)
+            .unwrap_err()
+            .to_string()
+            .contains("JetStream disabled"));
     }
 }

@@ -37,7 +37,10 @@ struct Backoff {
 
 impl Backoff {
     fn new(max: Duration) -> Self {
-        Backoff { next: Duration::from_millis(100), max }
+        Backoff {
+            next: Duration::from_millis(100),
+            max,
+        }
     }
 
     async fn wait(&mut self) {
@@ -57,14 +60,26 @@ impl Writer {
         self.dead_letter(&dead, &decoded.ackers).await;
         decoded.batch.dead_letters = dead;
 
-        let summary = match self.write_with_retry(slot, &decoded.batch, &decoded.ackers).await {
+        let summary = match self
+            .write_with_retry(slot, &decoded.batch, &decoded.ackers)
+            .await
+        {
             Ok(summary) => summary,
             Err(err) => self.write_one_by_one(slot, decoded, &err).await,
         };
         let labels = IngestMetrics::labels(self.projection.name());
-        self.metrics.rows_written.get_or_create(&labels).inc_by(summary.rows_inserted);
-        self.metrics.records.get_or_create(&labels).inc_by(summary.records);
-        self.metrics.batch_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .rows_written
+            .get_or_create(&labels)
+            .inc_by(summary.rows_inserted);
+        self.metrics
+            .records
+            .get_or_create(&labels)
+            .inc_by(summary.records);
+        self.metrics
+            .batch_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
         summary
     }
 
@@ -78,7 +93,11 @@ impl Writer {
         let mut backoff = Backoff::new(self.config.max_backoff);
         let mut last_progress = Instant::now();
         loop {
-            match self.store.write_batch(self.projection.name(), slot, batch).await {
+            match self
+                .store
+                .write_batch(self.projection.name(), slot, batch)
+                .await
+            {
                 Ok(summary) => return Ok(summary),
                 Err(err) if err.is_transient() => {
                     tracing::warn!(error = %err, "transient write fault; retrying");
@@ -109,25 +128,39 @@ impl Writer {
         let mut total = WriteSummary::default();
         let records = std::mem::take(&mut decoded.batch.records);
         for (index, record) in records.into_iter().enumerate() {
-            let single = Batch { records: vec![record], dead_letters: Vec::new() };
+            let single = Batch {
+                records: vec![record],
+                dead_letters: Vec::new(),
+            };
             match self.write_with_retry(slot, &single, &decoded.ackers).await {
                 Ok(s) => {
                     total.rows_inserted += s.rows_inserted;
                     total.records += s.records;
                 }
                 Err(err) => {
-                    let Some((position, _)) = single.records.into_iter().next() else { continue };
+                    let Some((position, _)) = single.records.into_iter().next() else {
+                        continue;
+                    };
                     tracing::error!(error = %err, stream = %position.stream, seq = position.seq,
                         "message cannot be stored; dead-lettering it");
                     let dead = vec![DeadLetter {
                         position,
                         reason: format!("write failed: {err}"),
-                        payload: decoded.payloads.get(index).map(|p| p.to_vec()).unwrap_or_default(),
+                        payload: decoded
+                            .payloads
+                            .get(index)
+                            .map(|p| p.to_vec())
+                            .unwrap_or_default(),
                     }];
                     self.dead_letter(&dead, &decoded.ackers).await;
-                    let only_dead = Batch { records: Vec::new(), dead_letters: dead };
+                    let only_dead = Batch {
+                        records: Vec::new(),
+                        dead_letters: dead,
+                    };
                     // Recording the dead letter itself can only fail transiently.
-                    let _ = self.write_with_retry(slot, &only_dead, &decoded.ackers).await;
+                    let _ = self
+                        .write_with_retry(slot, &only_dead, &decoded.ackers)
+                        .await;
                 }
             }
         }
@@ -135,7 +168,11 @@ impl Writer {
     }
 
     /// Publishes dead letters to their DLQ subjects, retrying until JetStream has them.
-    async fn dead_letter(&self, dead: &[DeadLetter], ackers: &[async_nats::jetstream::message::Acker]) {
+    async fn dead_letter(
+        &self,
+        dead: &[DeadLetter],
+        ackers: &[async_nats::jetstream::message::Acker],
+    ) {
         if dead.is_empty() {
             return;
         }

@@ -25,8 +25,13 @@ pub enum Severity {
 
 impl Severity {
     /// Every severity, least severe first.
-    pub const ALL: [Severity; 5] =
-        [Severity::Info, Severity::Low, Severity::Medium, Severity::High, Severity::Critical];
+    pub const ALL: [Severity; 5] = [
+        Severity::Info,
+        Severity::Low,
+        Severity::Medium,
+        Severity::High,
+        Severity::Critical,
+    ];
 
     /// Lowercase name as stored and queried (`severity:high`).
     pub fn as_str(self) -> &'static str {
@@ -46,7 +51,9 @@ impl Severity {
 
     /// Parses Palisade's own names (`info`, `low`, `medium`, `high`, `critical`).
     pub fn parse(name: &str) -> Option<Severity> {
-        Severity::ALL.into_iter().find(|s| s.as_str().eq_ignore_ascii_case(name))
+        Severity::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name))
     }
 
     /// Maps a Falco priority (`Emergency` … `Debug`, any case; `info` too) to a severity.
@@ -296,10 +303,31 @@ mod tests {
 
     #[test]
     fn falco_priorities_map_in_order() {
-        let order = ["debug", "Informational", "Notice", "Warning", "Error", "Critical", "Alert"];
-        let levels: Vec<_> =
-            order.iter().map(|p| Severity::from_falco_priority(p).map(Severity::level)).collect();
-        assert_eq!(levels, [Some(0), Some(0), Some(1), Some(2), Some(3), Some(4), Some(4)]);
+        let order = [
+            "debug",
+            "Informational",
+            "Notice",
+            "Warning",
+            "Error",
+            "Critical",
+            "Alert",
+        ];
+        let levels: Vec<_> = order
+            .iter()
+            .map(|p| Severity::from_falco_priority(p).map(Severity::level))
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                Some(0),
+                Some(0),
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(4),
+                Some(4)
+            ]
+        );
         assert_eq!(Severity::from_falco_priority("loud"), None);
     }
 

@@ -23,7 +23,10 @@ const HOST_REFRESH_SECS: i64 = 60;
 
 /// The deterministic id of record `index` of the message at `stream`/`seq`.
 pub fn row_id(stream: &str, seq: u64, index: usize) -> Uuid {
-    Uuid::new_v5(&ROW_ID_NAMESPACE, format!("{stream}/{seq}/{index}").as_bytes())
+    Uuid::new_v5(
+        &ROW_ID_NAMESPACE,
+        format!("{stream}/{seq}/{index}").as_bytes(),
+    )
 }
 
 /// Where a message sits in JetStream.
@@ -89,7 +92,9 @@ impl StoreError {
     /// restarting, pool exhausted, serialisation failure, deadlock, a partition
     /// dropped under us). Everything else is permanent for the batch.
     pub fn is_transient(&self) -> bool {
-        let StoreError::Database(err) = self else { return false };
+        let StoreError::Database(err) = self else {
+            return false;
+        };
         match err {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
@@ -124,7 +129,11 @@ pub struct Store {
 impl Store {
     /// A store over `pool`.
     pub fn new(pool: PgPool) -> Self {
-        Store { pool, partitions: Mutex::default(), hosts_seen: Mutex::default() }
+        Store {
+            pool,
+            partitions: Mutex::default(),
+            hosts_seen: Mutex::default(),
+        }
     }
 
     /// The pool this store writes through.
@@ -164,7 +173,10 @@ impl Store {
         self.ensure_partitions(&rows).await?;
 
         let mut tx = self.pool.begin().await?;
-        let mut summary = WriteSummary { records: rows.records, ..WriteSummary::default() };
+        let mut summary = WriteSummary {
+            records: rows.records,
+            ..WriteSummary::default()
+        };
         summary.rows_inserted += insert_events(&mut tx, &rows.events).await?;
         summary.rows_inserted += insert_metrics(&mut tx, &rows.metrics).await?;
         summary.rows_inserted += apply_processes(&mut tx, &rows.processes).await?;
@@ -185,8 +197,16 @@ impl Store {
             .events
             .iter()
             .map(|r| ("events", r.event.ts.date_naive()))
-            .chain(rows.metrics.iter().map(|r| ("metrics", r.metric.ts.date_naive())))
-            .chain(rows.connections.iter().map(|r| ("connections", r.connection.ts.date_naive())))
+            .chain(
+                rows.metrics
+                    .iter()
+                    .map(|r| ("metrics", r.metric.ts.date_naive())),
+            )
+            .chain(
+                rows.connections
+                    .iter()
+                    .map(|r| ("connections", r.connection.ts.date_naive())),
+            )
             .collect();
         let missing: Vec<_> = {
             let known = lock(&self.partitions);
@@ -253,7 +273,9 @@ impl Store {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct EventRow<'a> {
@@ -295,13 +317,20 @@ impl<'a> Rows<'a> {
                     if let Some(host) = &event.host {
                         self.see_host(host, event.ts);
                     }
-                    self.events.push(EventRow { id: id(index), position, event });
+                    self.events.push(EventRow {
+                        id: id(index),
+                        position,
+                        event,
+                    });
                 }
             }
             Decoded::Metrics(metrics) => {
                 for (index, metric) in metrics.iter().enumerate() {
                     self.see_host(&metric.host, metric.ts);
-                    self.metrics.push(MetricRow { id: id(index), metric });
+                    self.metrics.push(MetricRow {
+                        id: id(index),
+                        metric,
+                    });
                 }
             }
             Decoded::Processes(deltas) => {
@@ -317,7 +346,10 @@ impl<'a> Rows<'a> {
             Decoded::Connections(connections) => {
                 for (index, connection) in connections.iter().enumerate() {
                     self.see_host(&connection.host, connection.ts);
-                    self.connections.push(ConnectionRow { id: id(index), connection });
+                    self.connections.push(ConnectionRow {
+                        id: id(index),
+                        connection,
+                    });
                 }
             }
             Decoded::Scan(report) => {
@@ -351,12 +383,25 @@ async fn insert_events(
         return Ok(0);
     }
     let n = rows.len();
-    let (mut ts, mut ids, mut hosts, mut sources, mut kinds) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut severities, mut levels, mut rules, mut messages, mut attributes) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut subjects, mut streams, mut seqs) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut ts, mut ids, mut hosts, mut sources, mut kinds) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut severities, mut levels, mut rules, mut messages, mut attributes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut subjects, mut streams, mut seqs) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
     for row in rows {
         let e = row.event;
         ts.push(e.ts);
@@ -453,7 +498,10 @@ async fn apply_processes(
     let mut written = 0;
     if !started.is_empty() {
         let opt = |f: fn(&crate::model::ProcessStart) -> &Option<String>| -> Vec<Option<String>> {
-            started.iter().map(|p| f(p).as_deref().map(|s| pg_text(s).into_owned())).collect()
+            started
+                .iter()
+                .map(|p| f(p).as_deref().map(|s| pg_text(s).into_owned()))
+                .collect()
         };
         written += sqlx::query(
             "INSERT INTO processes (host, pid, started_at, ppid, exe, cmdline, user_name,
@@ -462,7 +510,12 @@ async fn apply_processes(
                                   $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
              ON CONFLICT DO NOTHING",
         )
-        .bind(started.iter().map(|p| pg_text(&p.host).into_owned()).collect::<Vec<_>>())
+        .bind(
+            started
+                .iter()
+                .map(|p| pg_text(&p.host).into_owned())
+                .collect::<Vec<_>>(),
+        )
         .bind(started.iter().map(|p| p.pid).collect::<Vec<_>>())
         .bind(started.iter().map(|p| p.ts).collect::<Vec<_>>())
         .bind(started.iter().map(|p| p.ppid).collect::<Vec<_>>())
@@ -522,12 +575,28 @@ async fn insert_connections(
     .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(c(|c| c.host.clone()))
     .bind(rows.iter().map(|r| r.connection.pid).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.connection.process.clone()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.connection.process.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(c(|c| c.protocol.clone()))
     .bind(c(|c| c.local_ip.clone()))
-    .bind(rows.iter().map(|r| r.connection.local_port).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.connection.remote_ip.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.connection.remote_port).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.connection.local_port)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.connection.remote_ip.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.connection.remote_port)
+            .collect::<Vec<_>>(),
+    )
     .bind(c(|c| c.status.clone()))
     .execute(&mut **tx)
     .await?;
@@ -583,7 +652,13 @@ async fn apply_scan(
         links.insert((id_of(p)?, p.path.clone().unwrap_or_default()), ());
     }
     for f in &report.findings {
-        links.insert((id_of(&f.package)?, f.package.path.clone().unwrap_or_default()), ());
+        links.insert(
+            (
+                id_of(&f.package)?,
+                f.package.path.clone().unwrap_or_default(),
+            ),
+            (),
+        );
     }
     let (link_ids, link_paths): (Vec<i64>, Vec<String>) = links.into_keys().unzip();
     sqlx::query(
@@ -619,12 +694,28 @@ async fn apply_scan(
                    primary_url = EXCLUDED.primary_url, updated_at = EXCLUDED.updated_at
                WHERE vulnerabilities.updated_at <= EXCLUDED.updated_at",
         )
-        .bind(f.iter().map(|f| f.vulnerability_id.as_str()).collect::<Vec<_>>())
+        .bind(
+            f.iter()
+                .map(|f| f.vulnerability_id.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(f.iter().map(|f| f.severity.as_str()).collect::<Vec<_>>())
         .bind(f.iter().map(|f| f.severity.level()).collect::<Vec<_>>())
-        .bind(f.iter().map(|f| f.title.as_deref().map(pg_text)).collect::<Vec<_>>())
-        .bind(f.iter().map(|f| f.description.as_deref().map(pg_text)).collect::<Vec<_>>())
-        .bind(f.iter().map(|f| f.primary_url.as_deref()).collect::<Vec<_>>())
+        .bind(
+            f.iter()
+                .map(|f| f.title.as_deref().map(pg_text))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            f.iter()
+                .map(|f| f.description.as_deref().map(pg_text))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            f.iter()
+                .map(|f| f.primary_url.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .bind(report.scanned_at)
         .execute(&mut **tx)
         .await?;
@@ -632,7 +723,14 @@ async fn apply_scan(
 
     let mut findings: BTreeMap<(String, &str, i64), &crate::model::Finding> = BTreeMap::new();
     for f in &report.findings {
-        findings.insert((f.target.clone(), f.vulnerability_id.as_str(), id_of(&f.package)?), f);
+        findings.insert(
+            (
+                f.target.clone(),
+                f.vulnerability_id.as_str(),
+                id_of(&f.package)?,
+            ),
+            f,
+        );
     }
     if !findings.is_empty() {
         let keys: Vec<_> = findings.keys().collect();
@@ -707,7 +805,10 @@ async fn upsert_packages(
     .bind(&versions)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(found.into_iter().map(|(id, e, n, v)| ((e, n, v), id)).collect())
+    Ok(found
+        .into_iter()
+        .map(|(id, e, n, v)| ((e, n, v), id))
+        .collect())
 }
 
 async fn insert_dead_letters(
@@ -718,7 +819,10 @@ async fn insert_dead_letters(
     if dead.is_empty() {
         return Ok(());
     }
-    let seqs = dead.iter().map(|d| seq_i64(d.position.seq)).collect::<Result<Vec<_>, _>>()?;
+    let seqs = dead
+        .iter()
+        .map(|d| seq_i64(d.position.seq))
+        .collect::<Result<Vec<_>, _>>()?;
     sqlx::query(
         "INSERT INTO dead_letters (projection, stream, stream_seq, subject, reason, payload)
          SELECT $1, d.* FROM UNNEST($2::text[], $3::int8[], $4::text[], $5::text[], $6::bytea[]) AS d
@@ -742,8 +846,11 @@ async fn record_offsets(
     batch: &Batch,
 ) -> Result<(), StoreError> {
     let mut per_stream: BTreeMap<&str, (u64, i64)> = BTreeMap::new();
-    let positions =
-        batch.records.iter().map(|(p, _)| p).chain(batch.dead_letters.iter().map(|d| &d.position));
+    let positions = batch
+        .records
+        .iter()
+        .map(|(p, _)| p)
+        .chain(batch.dead_letters.iter().map(|d| &d.position));
     for p in positions {
         let entry = per_stream.entry(p.stream.as_str()).or_insert((0, 0));
         entry.0 = entry.0.max(p.seq);
@@ -770,7 +877,8 @@ async fn record_offsets(
 }
 
 fn seq_i64(seq: u64) -> Result<i64, StoreError> {
-    i64::try_from(seq).map_err(|_| StoreError::Unstorable(format!("stream sequence {seq} too large")))
+    i64::try_from(seq)
+        .map_err(|_| StoreError::Unstorable(format!("stream sequence {seq} too large")))
 }
 
 fn count_i32(n: usize) -> Result<i32, StoreError> {

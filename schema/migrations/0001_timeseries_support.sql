@@ -53,14 +53,18 @@ BEGIN
     IF palisade_timeseries_mode() = 'timescaledb' OR to_regclass(part) IS NOT NULL THEN
         RETURN false;
     END IF;
+    -- Another session may be creating the same partition: the advisory lock makes
+    -- them take turns, and a loser that still saw a stale catalog gets
+    -- duplicate_table, which means the partition exists.
     PERFORM pg_advisory_xact_lock(hashtext('palisade.partition.' || tbl));
-    IF to_regclass(part) IS NOT NULL THEN
+    BEGIN
+        EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                       part, tbl,
+                       to_char(day, 'YYYY-MM-DD') || ' 00:00:00+00',
+                       to_char(day + 1, 'YYYY-MM-DD') || ' 00:00:00+00');
+    EXCEPTION WHEN duplicate_table OR unique_violation THEN
         RETURN false;
-    END IF;
-    EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
-                   part, tbl,
-                   to_char(day, 'YYYY-MM-DD') || ' 00:00:00+00',
-                   to_char(day + 1, 'YYYY-MM-DD') || ' 00:00:00+00');
+    END;
     RETURN true;
 END $$;
 

@@ -63,8 +63,14 @@ pub async fn migrate(pool: &PgPool) -> Result<TimeseriesMode, SchemaError> {
 
 /// Reads which time-series mode the migrations chose for this database.
 pub async fn timeseries_mode(pool: &PgPool) -> Result<TimeseriesMode, SchemaError> {
-    let mode: String = sqlx::query_scalar("SELECT palisade_timeseries_mode()").fetch_one(pool).await?;
-    Ok(if mode == "timescaledb" { TimeseriesMode::Timescaledb } else { TimeseriesMode::Native })
+    let mode: String = sqlx::query_scalar("SELECT palisade_timeseries_mode()")
+        .fetch_one(pool)
+        .await?;
+    Ok(if mode == "timescaledb" {
+        TimeseriesMode::Timescaledb
+    } else {
+        TimeseriesMode::Native
+    })
 }
 
 /// Makes sure the daily partitions of `table` exist for every day in `days`.
@@ -132,7 +138,10 @@ pub struct Maintenance {
 impl Maintenance {
     /// Upkeep with the given retention, creating partitions 3 days ahead.
     pub fn new(retention: Retention) -> Self {
-        Maintenance { retention, days_ahead: 3 }
+        Maintenance {
+            retention,
+            days_ahead: 3,
+        }
     }
 
     /// Runs one pass as of `now`.
@@ -143,22 +152,23 @@ impl Maintenance {
     ) -> Result<MaintenanceReport, SchemaError> {
         let mut report = MaintenanceReport::default();
         let today = now.date_naive();
-        let days: Vec<NaiveDate> =
-            (0..=self.days_ahead).filter_map(|d| today.checked_add_days(Days::new(d))).collect();
+        let days: Vec<NaiveDate> = (0..=self.days_ahead)
+            .filter_map(|d| today.checked_add_days(Days::new(d)))
+            .collect();
         for table in TIMESERIES_TABLES {
             for day in &days {
-                let created: bool =
-                    sqlx::query_scalar("SELECT palisade_ensure_partition($1, $2)")
-                        .bind(table)
-                        .bind(day)
-                        .fetch_one(pool)
-                        .await?;
+                let created: bool = sqlx::query_scalar("SELECT palisade_ensure_partition($1, $2)")
+                    .bind(table)
+                    .bind(day)
+                    .fetch_one(pool)
+                    .await?;
                 report.partitions_created += usize::from(created);
             }
         }
 
-        report.hours_rolled_up =
-            sqlx::query_scalar("SELECT palisade_rollup_metrics()").fetch_one(pool).await?;
+        report.hours_rolled_up = sqlx::query_scalar("SELECT palisade_rollup_metrics()")
+            .fetch_one(pool)
+            .await?;
 
         let keep = [
             ("events", self.retention.events_days),
@@ -182,14 +192,17 @@ impl Maintenance {
             }
         }
         if native {
-            if let Some(cutoff) =
-                self.retention.rollup_days.and_then(|d| now.checked_sub_days(Days::new(d.into())))
+            if let Some(cutoff) = self
+                .retention
+                .rollup_days
+                .and_then(|d| now.checked_sub_days(Days::new(d.into())))
             {
-                report.rollup_rows_deleted = sqlx::query("DELETE FROM metrics_hourly WHERE bucket < $1")
-                    .bind(cutoff)
-                    .execute(pool)
-                    .await?
-                    .rows_affected();
+                report.rollup_rows_deleted =
+                    sqlx::query("DELETE FROM metrics_hourly WHERE bucket < $1")
+                        .bind(cutoff)
+                        .execute(pool)
+                        .await?
+                        .rows_affected();
             }
         } else {
             timescale::apply_retention(pool, &self.retention).await?;

@@ -41,7 +41,10 @@ pub struct TestEnv {
 }
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 /// The URL `url` with its database replaced by `database`.
@@ -61,18 +64,23 @@ impl TestEnv {
     /// A fresh namespace and database named after `test`.
     pub async fn new(test: &str) -> TestEnv {
         let nats_url = env_or("NATS_URL", "nats://127.0.0.1:4222");
-        let admin_url =
-            env_or("DATABASE_URL", "postgres://palisade@127.0.0.1:55432/palisade?sslmode=disable");
+        let admin_url = env_or(
+            "DATABASE_URL",
+            "postgres://palisade@127.0.0.1:55432/palisade?sslmode=disable",
+        );
         let client = async_nats::connect(&nats_url)
             .await
             .unwrap_or_else(|e| panic!("NATS at {nats_url} is unreachable ({e}): {START_HINT}"));
-        let admin = sqlx::PgPool::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is unreachable ({e}): {START_HINT}"));
+        let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {admin_url} is unreachable ({e}): {START_HINT}")
+        });
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         let namespace = format!("t{suffix}");
         let database = format!("palisade_test_{}_{suffix}", test.replace('-', "_"));
-        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {database}"))
+            .execute(&admin)
+            .await
+            .unwrap();
         admin.close().await;
         let database_url = with_database(&admin_url, &database);
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -81,7 +89,16 @@ impl TestEnv {
             .await
             .unwrap();
         let js = jetstream::new(client.clone());
-        TestEnv { namespace, database_url, nats_url, pool, client, js, admin_url, database }
+        TestEnv {
+            namespace,
+            database_url,
+            nats_url,
+            pool,
+            client,
+            js,
+            admin_url,
+            database,
+        }
     }
 
     /// Connection settings of a Palisade in this test's slice.
@@ -124,12 +141,20 @@ impl TestEnv {
 
     /// Publishes like Falcosidekick: core NATS, no headers.
     pub async fn publish_core(&self, subject: &str, payload: impl Into<bytes::Bytes>) {
-        self.client.publish(self.subject(subject), payload.into()).await.unwrap();
+        self.client
+            .publish(self.subject(subject), payload.into())
+            .await
+            .unwrap();
     }
 
     /// Publishes through JetStream and waits for the stream to store it.
     pub async fn publish(&self, subject: &str, payload: impl Into<bytes::Bytes>) {
-        self.js.publish(self.subject(subject), payload.into()).await.unwrap().await.unwrap();
+        self.js
+            .publish(self.subject(subject), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
 
     /// Waits until every core publish so far has reached the server.
@@ -143,7 +168,10 @@ impl TestEnv {
         let deadline = Instant::now() + timeout;
         let mut last = None;
         while Instant::now() < deadline {
-            match sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.pool).await {
+            match sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&self.pool)
+                .await
+            {
                 Ok(n) if n == expected => return,
                 Ok(n) => last = Some(Ok(n)),
                 Err(e) => last = Some(Err(e.to_string())),
@@ -155,7 +183,10 @@ impl TestEnv {
 
     /// One bigint.
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar::<_, i64>(sql).fetch_one(&self.pool).await.unwrap()
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     /// Opens a new pool on this test's database (after the old one was closed).
@@ -167,13 +198,19 @@ impl TestEnv {
     pub async fn cleanup(self) {
         let prefix = format!("{}_", self.namespace.to_ascii_uppercase());
         for family in palisade_consumers::streams::StreamFamily::ALL {
-            let _ = self.js.delete_stream(format!("{prefix}{}", family.base_name())).await;
+            let _ = self
+                .js
+                .delete_stream(format!("{prefix}{}", family.base_name()))
+                .await;
         }
         self.pool.close().await;
         if let Ok(admin) = sqlx::PgPool::connect(&self.admin_url).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))
-                .execute(&admin)
-                .await;
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.database
+            ))
+            .execute(&admin)
+            .await;
         }
     }
 }

@@ -18,7 +18,9 @@ const AF_INET6: u32 = 10;
 const SOCK_STREAM: u32 = 1;
 const SOCK_DGRAM: u32 = 2;
 
+/// The envelope as it comes; every field optional so a missing one gets a precise error.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a connections envelope object")]
 struct RawEnvelope {
     v: Option<Value>,
     ts: Option<String>,
@@ -29,6 +31,7 @@ struct RawEnvelope {
 
 /// gopsutil's `ConnectionStat` (`fd` and `uids` are not used and not checked).
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a connection object")]
 struct RawConnection {
     ts: Option<String>,
     family: Option<u32>,
@@ -43,6 +46,7 @@ struct RawConnection {
 
 /// gopsutil's `Addr`.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an address object")]
 struct RawAddr {
     ip: Option<String>,
     port: Option<u16>,
@@ -51,7 +55,7 @@ struct RawAddr {
 /// Decodes a connections envelope into its connections, in array order.
 pub(super) fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
     let raw: RawEnvelope = parse_json(CONTRACT, payload)?;
-    let header = Header::check(CONTRACT, raw.v.as_ref(), raw.ts.as_deref(), raw.host, raw.agent_id)?;
+    let header = Header::check(CONTRACT, raw.v, raw.ts, raw.host, raw.agent_id)?;
     let connections = records(CONTRACT, "connections", raw.connections)?
         .into_iter()
         .enumerate()
@@ -60,11 +64,15 @@ pub(super) fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
     Ok(Decoded::Connections(connections))
 }
 
+/// Checks one `connections[]` record.
 fn connection(header: &Header, at: &str, raw: RawConnection) -> Result<Connection, DecodeError> {
     let family = required(CONTRACT, at, "family", raw.family)?;
     let socket_type = required(CONTRACT, at, "type", raw.socket_type)?;
     let protocol = protocol(family, socket_type).ok_or_else(|| {
-        invalid(CONTRACT, format!("{at}: unsupported family {family} with type {socket_type}"))
+        invalid(
+            CONTRACT,
+            format!("{at}: unsupported family {family} with type {socket_type}"),
+        )
     })?;
     let local = required(CONTRACT, at, "localaddr", raw.localaddr)?;
     let (remote_ip, remote_port) = match raw.remoteaddr {
@@ -122,19 +130,31 @@ mod tests {
         let ssh = &c[0];
         assert_eq!(ssh.protocol, "tcp");
         assert_eq!((ssh.local_ip.as_str(), ssh.local_port), ("10.0.0.5", 22));
-        assert_eq!((ssh.remote_ip.as_deref(), ssh.remote_port), (Some("10.0.0.9"), Some(51514)));
+        assert_eq!(
+            (ssh.remote_ip.as_deref(), ssh.remote_port),
+            (Some("10.0.0.9"), Some(51514))
+        );
         assert_eq!(ssh.status, "ESTABLISHED");
         assert_eq!((ssh.pid, ssh.process.as_deref()), (812, Some("sshd")));
         assert_eq!(ssh.host, "node-01");
         let listen = &c[1];
-        assert_eq!((listen.protocol.as_str(), listen.status.as_str()), ("tcp6", "LISTEN"));
+        assert_eq!(
+            (listen.protocol.as_str(), listen.status.as_str()),
+            ("tcp6", "LISTEN")
+        );
         assert_eq!((listen.remote_ip.clone(), listen.remote_port), (None, None));
         assert_eq!(listen.process, None);
         let dns = &c[2];
-        assert_eq!((dns.protocol.as_str(), dns.status.as_str()), ("udp", "NONE"));
+        assert_eq!(
+            (dns.protocol.as_str(), dns.status.as_str()),
+            ("udp", "NONE")
+        );
         assert_eq!(dns.ts.to_rfc3339(), "2026-11-24T13:59:59+00:00");
         let unix = &c[3];
-        assert_eq!((unix.protocol.as_str(), unix.local_ip.as_str()), ("unix", "/run/systemd/journal/stdout"));
+        assert_eq!(
+            (unix.protocol.as_str(), unix.local_ip.as_str()),
+            ("unix", "/run/systemd/journal/stdout")
+        );
         assert_eq!((unix.pid, unix.remote_ip.clone()), (0, None));
     }
 
@@ -152,7 +172,8 @@ mod tests {
 
     #[test]
     fn errors_name_what_is_wrong() {
-        let env = |c: &str| format!(r#"{{"ts":"2026-11-24T14:00:00Z","host":"n","connections":[{c}]}}"#);
+        let env =
+            |c: &str| format!(r#"{{"ts":"2026-11-24T14:00:00Z","host":"n","connections":[{c}]}}"#);
         let local = r#""localaddr":{"ip":"10.0.0.5","port":22}"#;
         let cases = [
             (env(&format!(r#"{{"type":1,{local}}}"#)), "invalid connections envelope: connections[0]: missing family"),
@@ -165,7 +186,15 @@ mod tests {
         for (payload, want) in cases {
             assert_eq!(decode_str(&payload).unwrap_err(), want, "{payload}");
         }
-        let err = decode_str(&env(r#"{"family":2,"type":1,"localaddr":{"ip":"a","port":70000}}"#)).unwrap_err();
-        assert!(err.starts_with("invalid JSON for connections envelope: invalid value: integer `70000`"), "{err}");
+        let err = decode_str(&env(
+            r#"{"family":2,"type":1,"localaddr":{"ip":"a","port":70000}}"#,
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with(
+                "invalid JSON for connections envelope: invalid value: integer `70000`"
+            ),
+            "{err}"
+        );
     }
 }

@@ -28,8 +28,8 @@ impl Header {
     /// or the integer 1; `ts` an RFC 3339 time; `host` a non-empty string.
     pub(super) fn check(
         contract: &'static str,
-        v: Option<&Value>,
-        ts: Option<&str>,
+        v: Option<Value>,
+        ts: Option<String>,
         host: Option<String>,
         agent_id: Option<String>,
     ) -> Result<Header, DecodeError> {
@@ -42,12 +42,16 @@ impl Header {
             }
         }
         let ts = ts.ok_or_else(|| invalid(contract, "missing ts"))?;
-        let ts = parse_time(contract, "ts", ts)?;
+        let ts = parse_time(contract, "ts", &ts)?;
         let host = host.ok_or_else(|| invalid(contract, "missing host"))?;
         if host.is_empty() {
             return Err(invalid(contract, "host is empty"));
         }
-        Ok(Header { ts, host, agent_id: non_empty(agent_id) })
+        Ok(Header {
+            ts,
+            host,
+            agent_id: non_empty(agent_id),
+        })
     }
 
     /// A record's time: its own `ts` when it has one (`at` names the record in
@@ -78,11 +82,21 @@ pub(super) fn records<T>(
     field: &str,
     records: Option<Vec<T>>,
 ) -> Result<Vec<T>, DecodeError> {
-    records.ok_or_else(|| invalid(contract, format!("missing {field} (send [] when there is nothing)")))
+    records.ok_or_else(|| {
+        invalid(
+            contract,
+            format!("missing {field} (send [] when there is nothing)"),
+        )
+    })
 }
 
 /// A required field of record `at`.
-pub(super) fn required<T>(contract: &'static str, at: &str, field: &str, value: Option<T>) -> Result<T, DecodeError> {
+pub(super) fn required<T>(
+    contract: &'static str,
+    at: &str,
+    field: &str,
+    value: Option<T>,
+) -> Result<T, DecodeError> {
     value.ok_or_else(|| invalid(contract, format!("{at}: missing {field}")))
 }
 
@@ -101,7 +115,11 @@ pub(super) fn required_text(
 }
 
 /// Inserts `key` into `attributes` when `value` is present.
-pub(super) fn put<V: Into<Value>>(attributes: &mut Map<String, Value>, key: &str, value: Option<V>) {
+pub(super) fn put<V: Into<Value>>(
+    attributes: &mut Map<String, Value>,
+    key: &str,
+    value: Option<V>,
+) {
     if let Some(value) = value {
         attributes.insert(key.to_owned(), value.into());
     }
@@ -112,8 +130,13 @@ pub(super) fn put<V: Into<Value>>(attributes: &mut Map<String, Value>, key: &str
 mod tests {
     use super::*;
 
-    fn check(v: Option<Value>, ts: Option<&str>, host: Option<&str>) -> Result<Header, DecodeError> {
-        Header::check("test envelope", v.as_ref(), ts, host.map(str::to_owned), Some(String::new()))
+    fn check(
+        v: Option<Value>,
+        ts: Option<&str>,
+        host: Option<&str>,
+    ) -> Result<Header, DecodeError> {
+        let (ts, host) = (ts.map(str::to_owned), host.map(str::to_owned));
+        Header::check("test envelope", v, ts, host, Some(String::new()))
     }
 
     #[test]
@@ -124,8 +147,16 @@ mod tests {
         assert_eq!(header.agent_id, None, "an empty agent_id counts as absent");
         assert!(check(Some(Value::Null), ts, Some("n")).is_ok());
         assert!(check(Some(1.into()), ts, Some("n")).is_ok());
-        for v in [Value::from(2), Value::from(0), Value::from(1.0), Value::from("1"), Value::from(-1)] {
-            let err = check(Some(v.clone()), ts, Some("n")).unwrap_err().to_string();
+        for v in [
+            Value::from(2),
+            Value::from(0),
+            Value::from(1.0),
+            Value::from("1"),
+            Value::from(-1),
+        ] {
+            let err = check(Some(v.clone()), ts, Some("n"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("unsupported envelope version"), "{v}: {err}");
         }
     }
@@ -134,9 +165,18 @@ mod tests {
     fn ts_and_host_are_required() {
         let ts = Some("2026-01-01T00:00:00Z");
         let err = |r: Result<Header, DecodeError>| r.unwrap_err().to_string();
-        assert_eq!(err(check(None, None, Some("n"))), "invalid test envelope: missing ts");
-        assert_eq!(err(check(None, ts, None)), "invalid test envelope: missing host");
-        assert_eq!(err(check(None, ts, Some(""))), "invalid test envelope: host is empty");
+        assert_eq!(
+            err(check(None, None, Some("n"))),
+            "invalid test envelope: missing ts"
+        );
+        assert_eq!(
+            err(check(None, ts, None)),
+            "invalid test envelope: missing host"
+        );
+        assert_eq!(
+            err(check(None, ts, Some(""))),
+            "invalid test envelope: host is empty"
+        );
         assert!(err(check(None, Some("yesterday"), Some("n"))).contains("ts: \"yesterday\" is not"));
     }
 }

@@ -20,6 +20,7 @@ const DEFAULT_SOURCE: &str = "syscall";
 /// precise error; numbers inside `output_fields` stay as serde_json parsed them
 /// (integers exact as `u64`/`i64`, never through `f64`).
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a Falco alert object")]
 struct RawAlert {
     uuid: Option<String>,
     output: Option<String>,
@@ -41,10 +42,14 @@ pub(super) fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
 /// Checks and normalises one alert.
 fn event(raw: RawAlert) -> Result<Event, DecodeError> {
     let rule = raw.rule.ok_or_else(|| invalid(CONTRACT, "missing rule"))?;
-    let priority = raw.priority.ok_or_else(|| invalid(CONTRACT, "missing priority"))?;
+    let priority = raw
+        .priority
+        .ok_or_else(|| invalid(CONTRACT, "missing priority"))?;
     let severity = Severity::from_falco_priority(&priority)
         .ok_or_else(|| invalid(CONTRACT, format!("unknown priority {priority:?}")))?;
-    let message = raw.output.ok_or_else(|| invalid(CONTRACT, "missing output"))?;
+    let message = raw
+        .output
+        .ok_or_else(|| invalid(CONTRACT, "missing output"))?;
     let output_fields = raw.output_fields.unwrap_or_default();
     let ts = match raw.time.as_deref() {
         Some(time) => parse_time(CONTRACT, "time", time)?,
@@ -81,7 +86,10 @@ fn event(raw: RawAlert) -> Result<Event, DecodeError> {
 /// the epoch), for alerts without `time`.
 fn evt_time(output_fields: &Map<String, Value>) -> Result<DateTime<Utc>, DecodeError> {
     let Some(evt_time) = output_fields.get("evt.time") else {
-        return Err(invalid(CONTRACT, "missing time (and no output_fields[\"evt.time\"])"));
+        return Err(invalid(
+            CONTRACT,
+            "missing time (and no output_fields[\"evt.time\"])",
+        ));
     };
     evt_time
         .as_i64()
@@ -89,7 +97,9 @@ fn evt_time(output_fields: &Map<String, Value>) -> Result<DateTime<Utc>, DecodeE
         .ok_or_else(|| {
             invalid(
                 CONTRACT,
-                format!("output_fields[\"evt.time\"] {evt_time} is not integer nanoseconds since 1970"),
+                format!(
+                    "output_fields[\"evt.time\"] {evt_time} is not integer nanoseconds since 1970"
+                ),
             )
         })
 }
@@ -110,7 +120,10 @@ mod tests {
     }
 
     fn alerts() -> Vec<Event> {
-        FALCO_ALERTS.lines().map(|l| one("security.falco.alerts", l)).collect()
+        FALCO_ALERTS
+            .lines()
+            .map(|l| one("security.falco.alerts", l))
+            .collect()
     }
 
     #[test]
@@ -122,7 +135,9 @@ mod tests {
         for e in &events {
             assert_eq!(e.kind, EventKind::FalcoAlert);
             *by_severity.entry(e.severity).or_insert(0) += 1;
-            *by_priority.entry(e.attributes["priority"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+            *by_priority
+                .entry(e.attributes["priority"].as_str().unwrap().to_owned())
+                .or_insert(0) += 1;
         }
         let want = [
             (Severity::Info, 4),
@@ -139,7 +154,11 @@ mod tests {
         assert_eq!(by_priority["Critical"], 1);
         assert_eq!(events.iter().filter(|e| e.host.is_some()).count(), 8);
         let sources = |s: &str| events.iter().filter(|e| e.source == s).count();
-        assert_eq!((sources("syscall"), sources("k8s_audit")), (19, 6), "absent source is syscall");
+        assert_eq!(
+            (sources("syscall"), sources("k8s_audit")),
+            (19, 6),
+            "absent source is syscall"
+        );
         let rules: std::collections::BTreeSet<_> = events.iter().map(|e| e.rule.clone()).collect();
         assert_eq!(rules.len(), 11);
     }
@@ -152,17 +171,27 @@ mod tests {
         let fields = first.attributes["output_fields"].as_object().unwrap();
         assert!(fields["evt.time"].is_u64());
         assert_eq!(fields["evt.time"].as_u64(), Some(1_651_447_772_918_828_894));
-        assert_eq!(first.ts.timestamp_nanos_opt(), Some(1_651_447_772_918_828_894));
+        assert_eq!(
+            first.ts.timestamp_nanos_opt(),
+            Some(1_651_447_772_918_828_894)
+        );
         assert_eq!(first.rule.as_deref(), Some("Launch Privileged Container"));
         assert_eq!(first.severity, Severity::Info);
         assert_eq!(first.source, "syscall");
         assert_eq!(first.host, None);
         assert_eq!(
             first.attributes["tags"],
-            serde_json::json!(["cis", "container", "mitre_lateral_movement", "mitre_privilege_escalation"])
+            serde_json::json!([
+                "cis",
+                "container",
+                "mitre_lateral_movement",
+                "mitre_privilege_escalation"
+            ])
         );
         assert!(!first.attributes.contains_key("uuid"));
-        assert!(first.message.starts_with("19:29:32.918828894: Informational Privileged container"));
+        assert!(first
+            .message
+            .starts_with("19:29:32.918828894: Informational Privileged container"));
 
         // Line 4: null kept, bracketed key kept.
         let fields = events[3].attributes["output_fields"].as_object().unwrap();
@@ -181,11 +210,18 @@ mod tests {
         let old = &events[19];
         assert_eq!(old.source, "syscall");
         assert!(!old.attributes.contains_key("tags"));
-        assert_eq!(old.attributes["output_fields"]["user.loginuid"].as_i64(), Some(-1));
+        assert_eq!(
+            old.attributes["output_fields"]["user.loginuid"].as_i64(),
+            Some(-1)
+        );
         assert_eq!(old.attributes["output_fields"]["proc.pname"], Value::Null);
 
         let bracketed = events.iter().filter(|e| {
-            e.attributes["output_fields"].as_object().unwrap().keys().any(|k| k.contains('['))
+            e.attributes["output_fields"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .any(|k| k.contains('['))
         });
         assert!(bracketed.count() >= 2);
         assert!(events.iter().any(|e| e.attributes["output_fields"]
@@ -200,7 +236,9 @@ mod tests {
         let derived: Vec<_> = FALCO_DERIVED.lines().collect();
         assert_eq!(subjects.len(), 25);
         assert_eq!(derived.len(), 25);
-        for (n, ((original, line), subject)) in alerts().into_iter().zip(derived).zip(subjects).enumerate() {
+        for (n, ((original, line), subject)) in
+            alerts().into_iter().zip(derived).zip(subjects).enumerate()
+        {
             let mut event = one(subject, line);
             let uuid = event.attributes.remove("uuid").unwrap();
             assert_eq!(uuid, format!("00000000-0000-4000-8000-{:012}", n + 1));
@@ -217,12 +255,15 @@ mod tests {
         assert_eq!(e.rule.as_deref(), Some("Terminal shell in container"));
         assert_eq!(e.host.as_deref(), Some("node-01"));
         assert_eq!(e.source, "syscall");
-        assert_eq!(e.ts.timestamp_nanos_opt(), Some(1_763_992_800_123_456_789));
+        assert_eq!(e.ts.timestamp_nanos_opt(), Some(1_795_528_800_123_456_789));
         assert_eq!(e.attributes["uuid"], "6a1f1e2c-8f43-4c1e-9d0b-3c2f8e1a7b55");
         assert_eq!(e.attributes["priority"], "Notice");
-        assert_eq!(e.attributes["tags"], serde_json::json!(["container", "mitre_execution", "shell"]));
+        assert_eq!(
+            e.attributes["tags"],
+            serde_json::json!(["container", "mitre_execution", "shell"])
+        );
         let fields = e.attributes["output_fields"].as_object().unwrap();
-        assert_eq!(fields["evt.time"].as_u64(), Some(1_763_992_800_123_456_789));
+        assert_eq!(fields["evt.time"].as_u64(), Some(1_795_528_800_123_456_789));
         assert_eq!(fields["container.image.tag"], Value::Null);
         assert_eq!(fields["proc.aname[2]"], "containerd-shim");
         assert_eq!(e.attributes.len(), 4);
@@ -230,12 +271,18 @@ mod tests {
 
     #[test]
     fn internal_metrics_snapshot_decodes() {
-        let e = one("falco.informational.falco_internal_metrics_snapshot", FALCO_METRICS_SNAPSHOT);
+        let e = one(
+            "falco.informational.falco_internal_metrics_snapshot",
+            FALCO_METRICS_SNAPSHOT,
+        );
         assert_eq!(e.source, "internal");
         assert_eq!(e.host.as_deref(), Some("test"));
         assert_eq!(e.rule.as_deref(), Some("Falco internal: metrics snapshot"));
         let fields = e.attributes["output_fields"].as_object().unwrap();
-        assert_eq!(fields["falco.host_boot_ts"].as_u64(), Some(1_748_555_738_000_000_000));
+        assert_eq!(
+            fields["falco.host_boot_ts"].as_u64(),
+            Some(1_748_555_738_000_000_000)
+        );
         assert_eq!(fields["falco.evts_rate_sec"].as_f64(), Some(567.4));
         assert_eq!(e.ts.timestamp_nanos_opt(), Some(1_748_557_398_341_035_770));
     }
@@ -258,9 +305,15 @@ mod tests {
             }
         }
         assert_eq!((alerts, text), (215, 22));
-        let err = decode_subject("security.falco.alerts", b"Starting Falco: Container Native Runtime Security...")
-            .unwrap_err();
-        assert_eq!(err.to_string(), "invalid JSON for falco alert: expected value at line 1 column 1");
+        let err = decode_subject(
+            "security.falco.alerts",
+            b"Starting Falco: Container Native Runtime Security...",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid JSON for falco alert: expected value at line 1 column 1"
+        );
     }
 
     #[test]
@@ -287,14 +340,24 @@ mod tests {
 
     #[test]
     fn errors_name_what_is_wrong() {
-        let err = |payload: &str| decode_subject("security.falco.alerts", payload.as_bytes()).unwrap_err().to_string();
+        let err = |payload: &str| {
+            decode_subject("security.falco.alerts", payload.as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
         let base = r#""output":"o","time":"2021-01-14T23:39:44Z""#;
         assert_eq!(
             err(&format!(r#"{{{base},"priority":"Loud","rule":"r"}}"#)),
             "invalid falco alert: unknown priority \"Loud\""
         );
-        assert_eq!(err(&format!(r#"{{{base},"rule":"r"}}"#)), "invalid falco alert: missing priority");
-        assert_eq!(err(&format!(r#"{{{base},"priority":"Notice"}}"#)), "invalid falco alert: missing rule");
+        assert_eq!(
+            err(&format!(r#"{{{base},"rule":"r"}}"#)),
+            "invalid falco alert: missing priority"
+        );
+        assert_eq!(
+            err(&format!(r#"{{{base},"priority":"Notice"}}"#)),
+            "invalid falco alert: missing rule"
+        );
         assert_eq!(
             err(r#"{"priority":"Notice","rule":"r","time":"2021-01-14T23:39:44Z"}"#),
             "invalid falco alert: missing output"
@@ -305,9 +368,19 @@ mod tests {
         );
         assert!(err(r#"{"output":"o","priority":"Notice","rule":"r","output_fields":{"evt.time":18446744073709551615}}"#)
             .contains("is not integer nanoseconds"));
-        assert!(err(&format!(r#"{{"output":"o","priority":"Notice","rule":"r","time":"May 1"}}"#))
-            .contains("time: \"May 1\" is not an RFC 3339 time"));
-        assert!(err("[]").starts_with("invalid JSON for falco alert: invalid type: sequence"));
+        assert!(
+            err(r#"{"output":"o","priority":"Notice","rule":"r","time":"May 1"}"#)
+                .contains("time: \"May 1\" is not an RFC 3339 time")
+        );
+        assert_eq!(
+            err(r#""alert""#),
+            "invalid JSON for falco alert: invalid type: string \"alert\", expected a Falco alert object at line 1 column 7"
+        );
+        assert!(
+            err("[]").ends_with("expected a Falco alert object at line 1 column 2"),
+            "{}",
+            err("[]")
+        );
         assert!(err(r#"{"output":"o","priority":"Notice","rule":"r","time":"2021-01-14T23:39:44Z","tags":"x"}"#)
             .starts_with("invalid JSON for falco alert"));
     }

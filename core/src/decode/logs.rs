@@ -11,7 +11,9 @@ use crate::model::{Decoded, Event, EventKind, Severity};
 /// Contract name in errors.
 pub(super) const CONTRACT: &str = "logs envelope";
 
+/// The envelope as it comes; every field optional so a missing one gets a precise error.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a logs envelope object")]
 struct RawEnvelope {
     v: Option<Value>,
     ts: Option<String>,
@@ -21,7 +23,9 @@ struct RawEnvelope {
     lines: Option<Vec<RawLine>>,
 }
 
+/// One `lines[]` record as it comes.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a log line object")]
 struct RawLine {
     ts: Option<String>,
     message: Option<String>,
@@ -34,7 +38,7 @@ struct RawLine {
 /// the envelope's `source`, else `subject_source` (the subject token after `logs.`).
 pub(super) fn decode(payload: &[u8], subject_source: &str) -> Result<Decoded, DecodeError> {
     let raw: RawEnvelope = parse_json(CONTRACT, payload)?;
-    let header = Header::check(CONTRACT, raw.v.as_ref(), raw.ts.as_deref(), raw.host, raw.agent_id)?;
+    let header = Header::check(CONTRACT, raw.v, raw.ts, raw.host, raw.agent_id)?;
     let source = non_empty(raw.source).unwrap_or_else(|| subject_source.to_owned());
     let events = records(CONTRACT, "lines", raw.lines)?
         .into_iter()
@@ -44,6 +48,7 @@ pub(super) fn decode(payload: &[u8], subject_source: &str) -> Result<Decoded, De
     Ok(Decoded::Events(events))
 }
 
+/// Checks one record and builds its event.
 fn event(header: &Header, source: &str, at: &str, raw: RawLine) -> Result<Event, DecodeError> {
     let ts = header.record_ts(CONTRACT, at, raw.ts.as_deref())?;
     let message = required(CONTRACT, at, "message", raw.message)?;
@@ -73,8 +78,12 @@ fn event(header: &Header, source: &str, at: &str, raw: RawLine) -> Result<Event,
 
 /// Phrases of failed authentication or refused privilege (matched case-insensitively
 /// anywhere in the message).
-const AUTH_FAILURES: [&str; 4] =
-    ["failed password", "invalid user", "authentication failure", "not in sudoers"];
+const AUTH_FAILURES: [&str; 4] = [
+    "failed password",
+    "invalid user",
+    "authentication failure",
+    "not in sudoers",
+];
 
 /// Words that mark a failure (matched case-insensitively as whole words).
 const FAILURE_WORDS: [&str; 3] = ["error", "fatal", "panic"];
@@ -92,7 +101,10 @@ pub(super) fn classify_message(message: &str) -> Severity {
         return Severity::Medium;
     }
     let is_failure_word = |word: &str| FAILURE_WORDS.contains(&word);
-    if lower.split(|c: char| !c.is_ascii_alphanumeric()).any(is_failure_word) {
+    if lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(is_failure_word)
+    {
         return Severity::High;
     }
     Severity::Info
@@ -120,9 +132,16 @@ mod tests {
         assert_eq!(failed.kind, EventKind::Log);
         assert_eq!(failed.source, "auth");
         assert_eq!(failed.host.as_deref(), Some("node-01"));
-        assert_eq!(failed.severity, Severity::Medium, "classified: Failed password");
+        assert_eq!(
+            failed.severity,
+            Severity::Medium,
+            "classified: Failed password"
+        );
         assert_eq!(failed.rule, None);
-        assert_eq!(failed.message, "Failed password for root from 216.160.83.57 port 29160 ssh2");
+        assert_eq!(
+            failed.message,
+            "Failed password for root from 216.160.83.57 port 29160 ssh2"
+        );
         assert_eq!(failed.ts.to_rfc3339(), "2026-11-24T13:59:41+00:00");
         assert_eq!(
             Value::Object(failed.attributes.clone()),
@@ -137,9 +156,16 @@ mod tests {
     #[test]
     fn source_comes_from_the_envelope_else_the_subject() {
         let payload = r#"{"ts":"2026-11-24T14:00:00Z","host":"n","lines":[{"message":"m"}]}"#;
-        assert_eq!(decode_str("logs.syslog.node-01", payload).unwrap()[0].source, "syslog");
-        let payload = r#"{"ts":"2026-11-24T14:00:00Z","host":"n","source":"kern","lines":[{"message":"m"}]}"#;
-        assert_eq!(decode_str("logs.syslog", payload).unwrap()[0].source, "kern");
+        assert_eq!(
+            decode_str("logs.syslog.node-01", payload).unwrap()[0].source,
+            "syslog"
+        );
+        let payload =
+            r#"{"ts":"2026-11-24T14:00:00Z","host":"n","source":"kern","lines":[{"message":"m"}]}"#;
+        assert_eq!(
+            decode_str("logs.syslog", payload).unwrap()[0].source,
+            "kern"
+        );
     }
 
     #[test]
@@ -148,17 +174,30 @@ mod tests {
         let events = decode_str("logs.app", payload).unwrap();
         assert_eq!(events[0].severity, Severity::High);
         assert_eq!(events[0].attributes["level"], "loud");
-        assert_eq!(events[1].severity, Severity::Info, "a known level wins over the classifier");
+        assert_eq!(
+            events[1].severity,
+            Severity::Info,
+            "a known level wins over the classifier"
+        );
     }
 
     #[test]
     fn classifier_rules() {
         let cases = [
-            ("Failed password for root from 1.2.3.4 port 22 ssh2", Severity::Medium),
+            (
+                "Failed password for root from 1.2.3.4 port 22 ssh2",
+                Severity::Medium,
+            ),
             ("Invalid user test from 10.0.2.2", Severity::Medium),
-            ("pam_unix(sshd:auth): authentication failure; logname= uid=0", Severity::Medium),
+            (
+                "pam_unix(sshd:auth): authentication failure; logname= uid=0",
+                Severity::Medium,
+            ),
             ("tsg : user NOT in sudoers ; TTY=pts/1", Severity::Medium),
-            ("error: kex_exchange_identification: Connection closed", Severity::High),
+            (
+                "error: kex_exchange_identification: Connection closed",
+                Severity::High,
+            ),
             ("FATAL: database is gone", Severity::High),
             ("kernel panic - not syncing", Severity::High),
             ("Error during login", Severity::High),
@@ -176,28 +215,66 @@ mod tests {
     fn real_auth_log_lines_classify() {
         // The auth.log fixture, one line per record, as an agent that does not parse
         // syslog headers would ship it.
-        let lines: Vec<_> = AUTH_LOG.lines().map(|l| serde_json::json!({ "message": l })).collect();
-        let payload = serde_json::json!({"ts": "2026-11-24T14:00:00Z", "host": "n", "lines": lines});
+        let lines: Vec<_> = AUTH_LOG
+            .lines()
+            .map(|l| serde_json::json!({ "message": l }))
+            .collect();
+        let payload =
+            serde_json::json!({"ts": "2026-11-24T14:00:00Z", "host": "n", "lines": lines});
         let events = decode_str("logs.auth", &payload.to_string()).unwrap();
         let severities: Vec<_> = events.iter().map(|e| e.severity).collect();
         use Severity::{Info, Medium};
-        assert_eq!(severities, [Info, Info, Medium, Medium, Info, Info, Info, Medium, Info, Info]);
+        assert_eq!(
+            severities,
+            [Info, Info, Medium, Medium, Info, Info, Info, Medium, Info, Info]
+        );
     }
 
     #[test]
     fn errors_name_what_is_wrong() {
         let cases = [
-            (r#"{"ts":"2026-11-24T14:00:00Z","host":"n","lines":[{"message":"a"},{"level":"err"}]}"#, "invalid logs envelope: lines[1]: missing message"),
-            (r#"{"ts":"2026-11-24T14:00:00Z","host":"n"}"#, "invalid logs envelope: missing lines (send [] when there is nothing)"),
-            (r#"{"v":2,"ts":"2026-11-24T14:00:00Z","host":"n","lines":[]}"#, "invalid logs envelope: unsupported envelope version 2 (this decoder reads 1)"),
-            (r#"{"ts":"2026-11-24T14:00:00Z","lines":[]}"#, "invalid logs envelope: missing host"),
-            (r#"{"host":"n","lines":[]}"#, "invalid logs envelope: missing ts"),
+            (
+                r#"{"ts":"2026-11-24T14:00:00Z","host":"n","lines":[{"message":"a"},{"level":"err"}]}"#,
+                "invalid logs envelope: lines[1]: missing message",
+            ),
+            (
+                r#"{"ts":"2026-11-24T14:00:00Z","host":"n"}"#,
+                "invalid logs envelope: missing lines (send [] when there is nothing)",
+            ),
+            (
+                r#"{"v":2,"ts":"2026-11-24T14:00:00Z","host":"n","lines":[]}"#,
+                "invalid logs envelope: unsupported envelope version 2 (this decoder reads 1)",
+            ),
+            (
+                r#"{"ts":"2026-11-24T14:00:00Z","lines":[]}"#,
+                "invalid logs envelope: missing host",
+            ),
+            (
+                r#"{"host":"n","lines":[]}"#,
+                "invalid logs envelope: missing ts",
+            ),
         ];
         for (payload, want) in cases {
-            assert_eq!(decode_str("logs.auth", payload).unwrap_err(), want, "{payload}");
+            assert_eq!(
+                decode_str("logs.auth", payload).unwrap_err(),
+                want,
+                "{payload}"
+            );
         }
-        let err = decode_str("logs.auth", "{\"ts\":\"2026-11-24T14:00:00Z\",\"host\":\"n\",\"lines\":[{\"message\":\"a\"}]").unwrap_err();
-        assert!(err.starts_with("invalid JSON for logs envelope: EOF while parsing"), "{err}");
-        assert!(decode_str("logs.auth", r#"{"ts":"2026-11-24T14:00:00Z","host":"n","lines":[]}"#).unwrap().is_empty());
+        let err = decode_str(
+            "logs.auth",
+            "{\"ts\":\"2026-11-24T14:00:00Z\",\"host\":\"n\",\"lines\":[{\"message\":\"a\"}]",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("invalid JSON for logs envelope: EOF while parsing"),
+            "{err}"
+        );
+        assert!(decode_str(
+            "logs.auth",
+            r#"{"ts":"2026-11-24T14:00:00Z","host":"n","lines":[]}"#
+        )
+        .unwrap()
+        .is_empty());
     }
 }

@@ -102,7 +102,11 @@ impl Contract {
             ("falco", true, Contract::FalcoAlert),
             ("security.falco.alerts", false, Contract::FalcoAlert),
             ("security.xdp.drops", false, Contract::XdpDrops),
-            ("security.malware.findings", false, Contract::MalwareFindings),
+            (
+                "security.malware.findings",
+                false,
+                Contract::MalwareFindings,
+            ),
             ("logs", true, Contract::Logs),
             ("telemetry.metrics", true, Contract::Metrics),
             ("telemetry.processes", true, Contract::Processes),
@@ -171,20 +175,35 @@ fn log_source(subject: &str) -> &str {
 }
 
 /// Parses `payload` as `T`, naming `contract` in the error.
-fn parse_json<T: DeserializeOwned>(contract: &'static str, payload: &[u8]) -> Result<T, DecodeError> {
+fn parse_json<T: DeserializeOwned>(
+    contract: &'static str,
+    payload: &[u8],
+) -> Result<T, DecodeError> {
     serde_json::from_slice(payload).map_err(|source| DecodeError::Json { contract, source })
 }
 
 /// An out-of-contract error for `contract`.
 fn invalid(contract: &'static str, reason: impl Into<String>) -> DecodeError {
-    DecodeError::Invalid { contract, reason: reason.into() }
+    DecodeError::Invalid {
+        contract,
+        reason: reason.into(),
+    }
 }
 
 /// Parses an RFC 3339 time (any offset, any fraction up to nanoseconds) into UTC.
-fn parse_time(contract: &'static str, field: &str, text: &str) -> Result<DateTime<Utc>, DecodeError> {
+fn parse_time(
+    contract: &'static str,
+    field: &str,
+    text: &str,
+) -> Result<DateTime<Utc>, DecodeError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| invalid(contract, format!("{field}: {text:?} is not an RFC 3339 time ({e})")))
+        .map_err(|e| {
+            invalid(
+                contract,
+                format!("{field}: {text:?} is not an RFC 3339 time ({e})"),
+            )
+        })
 }
 
 /// `None` for a missing or empty string.
@@ -203,7 +222,10 @@ mod tests {
     #[test]
     fn subjects_route_to_their_contract() {
         let cases = [
-            ("falco.notice.terminal_shell_in_container", Some(Contract::FalcoAlert)),
+            (
+                "falco.notice.terminal_shell_in_container",
+                Some(Contract::FalcoAlert),
+            ),
             ("falco.critical.x", Some(Contract::FalcoAlert)),
             ("security.falco.alerts", Some(Contract::FalcoAlert)),
             ("security.xdp.drops", Some(Contract::XdpDrops)),
@@ -259,13 +281,24 @@ mod tests {
     fn every_wire_example_decodes_to_records() {
         use std::collections::HashSet;
         let examples = test_support::wire_examples();
-        let covered: HashSet<_> = examples.iter().filter_map(|(s, _)| Contract::for_subject(s)).collect();
-        assert_eq!(covered.len(), Contract::ALL.len(), "docs/wire.md needs an example per contract");
+        let covered: HashSet<_> = examples
+            .iter()
+            .filter_map(|(s, _)| Contract::for_subject(s))
+            .collect();
+        assert_eq!(
+            covered.len(),
+            Contract::ALL.len(),
+            "docs/wire.md needs an example per contract"
+        );
         for (subject, payload) in examples {
             let decoded = decode(subject, payload.as_bytes())
                 .unwrap_or_else(|e| panic!("docs/wire.md example on {subject}: {e}"));
             assert!(!decoded.is_empty(), "{subject}");
-            assert_eq!(decode(subject, payload.as_bytes()).unwrap(), decoded, "deterministic");
+            assert_eq!(
+                decode(subject, payload.as_bytes()).unwrap(),
+                decoded,
+                "deterministic"
+            );
         }
     }
 
@@ -289,7 +322,12 @@ mod tests {
         corpus.extend(FALCO_ALERTS.lines().map(|l| ("security.falco.alerts", l)));
         let derived = FALCO_DERIVED.lines().zip(FALCO_DERIVED_SUBJECTS.lines());
         corpus.extend(derived.map(|(l, s)| (s, l)));
-        corpus.extend(FALCO_JOURNAL.lines().take(40).map(|l| ("security.falco.alerts", l)));
+        corpus.extend(
+            FALCO_JOURNAL
+                .lines()
+                .take(40)
+                .map(|l| ("security.falco.alerts", l)),
+        );
         corpus.push(("falco.informational.x", FALCO_METRICS_SNAPSHOT));
         for trivy in [TRIVY_ALPINE, TRIVY_DEBIAN, TRIVY_DEFECTDOJO, TRIVY_NPM] {
             corpus.push(("scan.trivy.results", trivy));
@@ -321,10 +359,14 @@ mod tests {
         // A fixed linear congruential sequence: the same positions on every run.
         let mut state: u64 = 0x5eed;
         let mut next = move || {
-            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             (state >> 33) as usize
         };
-        let replacements = [b'"', b'{', b'}', b'[', b']', b'0', b'-', b'9', b'\\', b',', b':', b'n', 0xff, 0];
+        let replacements = [
+            b'"', b'{', b'}', b'[', b']', b'0', b'-', b'9', b'\\', b',', b':', b'n', 0xff, 0,
+        ];
         for (subject, payload) in corpus() {
             let mut bytes = payload.as_bytes().to_vec();
             if bytes.is_empty() {
@@ -346,7 +388,10 @@ mod tests {
     fn hostile_shapes_never_panic() {
         let deep_array = "[".repeat(100_000);
         let deep_object = r#"{"a":"#.repeat(100_000);
-        let deep_fields = format!(r#"{{"output":"o","priority":"Notice","rule":"r","time":"2021-01-14T23:39:44Z","output_fields":{{"x":{}}}}}"#, deep_array);
+        let deep_fields = format!(
+            r#"{{"output":"o","priority":"Notice","rule":"r","time":"2021-01-14T23:39:44Z","output_fields":{{"x":{}}}}}"#,
+            deep_array
+        );
         let shapes: Vec<&[u8]> = vec![
             b"", b" ", b"null", b"0", b"-1", b"1e999", b"\"x\"", b"[]", b"{}", b"\xff\xfe", b"{\"v\":1e999}",
             b"{\"ts\":\"9999-12-31T23:59:59.999999999+23:59\",\"host\":\"h\",\"lines\":[]}",
@@ -359,7 +404,9 @@ mod tests {
                 feed(subject, shape);
             }
         }
-        let err = decode("logs.auth", deep_array.as_bytes()).unwrap_err().to_string();
+        let err = decode("logs.auth", deep_array.as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("recursion limit exceeded"), "{err}");
     }
 
@@ -368,6 +415,8 @@ mod tests {
         let t = parse_time("t", "ts", "2022-05-01T19:29:32.918828894-04:00").unwrap();
         assert_eq!(t.timestamp_nanos_opt(), Some(1_651_447_772_918_828_894));
         let err = parse_time("t", "ts", "2022-05-01 19:29:32").unwrap_err();
-        assert!(err.to_string().starts_with("invalid t: ts: \"2022-05-01 19:29:32\" is not an RFC 3339 time"));
+        assert!(err
+            .to_string()
+            .starts_with("invalid t: ts: \"2022-05-01 19:29:32\" is not an RFC 3339 time"));
     }
 }

@@ -11,7 +11,9 @@ use crate::model::{Decoded, ProcessDelta, ProcessStart};
 /// Contract name in errors.
 pub(super) const CONTRACT: &str = "processes envelope";
 
+/// The envelope as it comes; every field optional so a missing one gets a precise error.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a processes envelope object")]
 struct RawEnvelope {
     v: Option<Value>,
     ts: Option<String>,
@@ -21,7 +23,9 @@ struct RawEnvelope {
     stopped: Option<Vec<RawStop>>,
 }
 
+/// One `started[]` record as it comes.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a started process object")]
 struct RawStart {
     ts: Option<String>,
     pid: Option<i64>,
@@ -33,7 +37,9 @@ struct RawStart {
     package: Option<String>,
 }
 
+/// One `stopped[]` record as it comes.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a stopped process object")]
 struct RawStop {
     ts: Option<String>,
     pid: Option<i64>,
@@ -43,9 +49,12 @@ struct RawStop {
 /// [`ProcessDelta::Started`]) then every `stopped` one, each in array order.
 pub(super) fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
     let raw: RawEnvelope = parse_json(CONTRACT, payload)?;
-    let header = Header::check(CONTRACT, raw.v.as_ref(), raw.ts.as_deref(), raw.host, raw.agent_id)?;
+    let header = Header::check(CONTRACT, raw.v, raw.ts, raw.host, raw.agent_id)?;
     if raw.started.is_none() && raw.stopped.is_none() {
-        return Err(invalid(CONTRACT, "missing started and stopped (send [] when there is nothing)"));
+        return Err(invalid(
+            CONTRACT,
+            "missing started and stopped (send [] when there is nothing)",
+        ));
     }
     let started = raw.started.unwrap_or_default();
     let stopped = raw.stopped.unwrap_or_default();
@@ -95,7 +104,9 @@ mod tests {
     fn wire_example_decodes() {
         let deltas = decode_str(wire_example(SUBJECT)).unwrap();
         assert_eq!(deltas.len(), 3);
-        let ProcessDelta::Started(nginx) = &deltas[0] else { panic!("{:?}", deltas[0]) };
+        let ProcessDelta::Started(nginx) = &deltas[0] else {
+            panic!("{:?}", deltas[0])
+        };
         assert_eq!(nginx.pid, 1234);
         assert_eq!(nginx.ppid, Some(1));
         assert_eq!(nginx.exe.as_deref(), Some("/usr/sbin/nginx"));
@@ -105,12 +116,26 @@ mod tests {
         assert_eq!(nginx.package.as_deref(), Some("nginx"));
         assert_eq!(nginx.host, "node-01");
         assert_eq!(nginx.ts.to_rfc3339(), "2026-11-24T13:59:58.120+00:00");
-        let ProcessDelta::Started(kworker) = &deltas[1] else { panic!("{:?}", deltas[1]) };
-        assert_eq!((kworker.exe.clone(), kworker.ppid), (None, Some(2)), "empty exe is absent");
-        assert_eq!(kworker.ts.to_rfc3339(), "2026-11-24T14:00:00+00:00", "envelope ts");
+        let ProcessDelta::Started(kworker) = &deltas[1] else {
+            panic!("{:?}", deltas[1])
+        };
+        assert_eq!(
+            (kworker.exe.clone(), kworker.ppid),
+            (None, Some(2)),
+            "empty exe is absent"
+        );
+        assert_eq!(
+            kworker.ts.to_rfc3339(),
+            "2026-11-24T14:00:00+00:00",
+            "envelope ts"
+        );
         assert_eq!(
             deltas[2],
-            ProcessDelta::Stopped { ts: kworker.ts, host: "node-01".into(), pid: 99 }
+            ProcessDelta::Stopped {
+                ts: kworker.ts,
+                host: "node-01".into(),
+                pid: 99
+            }
         );
     }
 
@@ -134,7 +159,11 @@ mod tests {
         for (payload, want) in cases {
             assert_eq!(decode_str(payload).unwrap_err(), want, "{payload}");
         }
-        let err = decode_str(r#"{"ts":"2026-11-24T14:00:00Z","host":"n","started":[{"pid":"1"}]}"#).unwrap_err();
-        assert!(err.starts_with("invalid JSON for processes envelope: invalid type: string \"1\""), "{err}");
+        let err = decode_str(r#"{"ts":"2026-11-24T14:00:00Z","host":"n","started":[{"pid":"1"}]}"#)
+            .unwrap_err();
+        assert!(
+            err.starts_with("invalid JSON for processes envelope: invalid type: string \"1\""),
+            "{err}"
+        );
     }
 }

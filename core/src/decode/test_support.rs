@@ -9,8 +9,10 @@ pub(crate) const WIRE_MD: &str = include_str!("../../../docs/wire.md");
 pub(crate) fn wire_examples() -> Vec<(&'static str, &'static str)> {
     let mut examples = Vec::new();
     let mut rest = WIRE_MD;
-    while let Some(start) = rest.find("```json decode=") {
-        let after = &rest[start + "```json decode=".len()..];
+    // A fence opens at the start of a line; the prose's mentions of it do not.
+    const FENCE: &str = "\n```json decode=";
+    while let Some(start) = rest.find(FENCE) {
+        let after = &rest[start + FENCE.len()..];
         let Some(eol) = after.find('\n') else { break };
         let subject = after[..eol].trim();
         let body = &after[eol + 1..];
@@ -23,8 +25,15 @@ pub(crate) fn wire_examples() -> Vec<(&'static str, &'static str)> {
 
 /// The one example of `docs/wire.md` published on `subject`.
 pub(crate) fn wire_example(subject: &str) -> &'static str {
-    let found: Vec<_> = wire_examples().into_iter().filter(|(s, _)| *s == subject).collect();
-    assert_eq!(found.len(), 1, "docs/wire.md needs exactly one example for {subject}");
+    let found: Vec<_> = wire_examples()
+        .into_iter()
+        .filter(|(s, _)| *s == subject)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "docs/wire.md needs exactly one example for {subject}"
+    );
     found[0].1
 }
 

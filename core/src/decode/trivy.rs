@@ -21,11 +21,14 @@ const TARGET_KINDS: [&str; 4] = ["host", "container_image", "filesystem", "repos
 
 /// Tells the two shapes apart: an object with a non-null `report` is our envelope.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a Trivy report or envelope object")]
 struct Probe {
     report: Option<IgnoredAny>,
 }
 
+/// The envelope as it comes; every field optional so a missing one gets a precise error.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a Trivy envelope object")]
 struct RawEnvelope {
     v: Option<Value>,
     ts: Option<String>,
@@ -35,7 +38,9 @@ struct RawEnvelope {
     report: RawReport,
 }
 
+/// The part of a Trivy report we read; everything else is ignored.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a Trivy report object")]
 #[serde(rename_all = "PascalCase")]
 struct RawReport {
     schema_version: Option<Value>,
@@ -46,20 +51,26 @@ struct RawReport {
     results: Option<Vec<RawResult>>,
 }
 
+/// `Metadata`.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a Metadata object")]
 struct RawMetadata {
     #[serde(rename = "OS")]
     os: Option<RawOs>,
 }
 
+/// `Metadata.OS`.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an OS object")]
 #[serde(rename_all = "PascalCase")]
 struct RawOs {
     family: Option<String>,
     name: Option<String>,
 }
 
+/// One of `Results[]`.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a Result object")]
 #[serde(rename_all = "PascalCase")]
 struct RawResult {
     target: Option<String>,
@@ -69,7 +80,9 @@ struct RawResult {
     vulnerabilities: Option<Vec<RawVulnerability>>,
 }
 
+/// One of `Results[].Packages[]`.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a Package object")]
 #[serde(rename_all = "PascalCase")]
 struct RawPackage {
     name: Option<String>,
@@ -78,7 +91,9 @@ struct RawPackage {
     pkg_path: Option<String>,
 }
 
+/// One of `Results[].Vulnerabilities[]`.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a Vulnerability object")]
 #[serde(rename_all = "PascalCase")]
 struct RawVulnerability {
     #[serde(rename = "VulnerabilityID")]
@@ -105,24 +120,33 @@ pub(super) fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
     let probe: Probe = parse_json(CONTRACT, payload)?;
     let (report, overrides) = if probe.report.is_some() {
         let raw: RawEnvelope = parse_json(CONTRACT, payload)?;
-        let header =
-            Header::check(CONTRACT, raw.v.as_ref(), raw.ts.as_deref(), raw.host, raw.agent_id)?;
+        let header = Header::check(CONTRACT, raw.v, raw.ts, raw.host, raw.agent_id)?;
         let target_kind = non_empty(raw.target_kind);
         if let Some(kind) = &target_kind {
             if !TARGET_KINDS.contains(&kind.as_str()) {
                 return Err(invalid(
                     CONTRACT,
-                    format!("target_kind {kind:?} is not one of {}", TARGET_KINDS.join(", ")),
+                    format!(
+                        "target_kind {kind:?} is not one of {}",
+                        TARGET_KINDS.join(", ")
+                    ),
                 ));
             }
         }
-        (raw.report, Some(Overrides { header, target_kind }))
+        (
+            raw.report,
+            Some(Overrides {
+                header,
+                target_kind,
+            }),
+        )
     } else {
         (parse_json::<RawReport>(CONTRACT, payload)?, None)
     };
     Ok(Decoded::Scan(scan(report, overrides)?))
 }
 
+/// Checks a report and applies the envelope's overrides.
 fn scan(raw: RawReport, overrides: Option<Overrides>) -> Result<ScanReport, DecodeError> {
     match &raw.schema_version {
         None | Some(Value::Null) => return Err(invalid(CONTRACT, "missing SchemaVersion")),
@@ -140,7 +164,11 @@ fn scan(raw: RawReport, overrides: Option<Overrides>) -> Result<ScanReport, Deco
         (None, None) => return Err(invalid(CONTRACT, "missing CreatedAt (and no envelope ts)")),
     };
     let os = raw.metadata.and_then(|m| m.os).and_then(|os| {
-        let parts: Vec<_> = [os.family, os.name].into_iter().flatten().filter(|p| !p.is_empty()).collect();
+        let parts: Vec<_> = [os.family, os.name]
+            .into_iter()
+            .flatten()
+            .filter(|p| !p.is_empty())
+            .collect();
         (!parts.is_empty()).then(|| parts.join(" "))
     });
 
@@ -150,7 +178,9 @@ fn scan(raw: RawReport, overrides: Option<Overrides>) -> Result<ScanReport, Deco
     let first_target = results.first().and_then(|r| r.target.clone());
     for (r, result) in results.into_iter().enumerate() {
         let at = format!("Results[{r}]");
-        let target = result.target.ok_or_else(|| invalid(CONTRACT, format!("{at}: missing Target")))?;
+        let target = result
+            .target
+            .ok_or_else(|| invalid(CONTRACT, format!("{at}: missing Target")))?;
         let ecosystem = non_empty(result.result_type).unwrap_or_else(|| "unknown".to_owned());
         for (p, package) in result.packages.unwrap_or_default().into_iter().enumerate() {
             let at = format!("{at}.Packages[{p}]");
@@ -161,7 +191,12 @@ fn scan(raw: RawReport, overrides: Option<Overrides>) -> Result<ScanReport, Deco
                 path: non_empty(package.file_path).or(non_empty(package.pkg_path)),
             });
         }
-        for (v, vulnerability) in result.vulnerabilities.unwrap_or_default().into_iter().enumerate() {
+        for (v, vulnerability) in result
+            .vulnerabilities
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
             let at = format!("{at}.Vulnerabilities[{v}]");
             findings.push(Finding {
                 vulnerability_id: required(&at, "VulnerabilityID", vulnerability.vulnerability_id)?,
@@ -191,9 +226,16 @@ fn scan(raw: RawReport, overrides: Option<Overrides>) -> Result<ScanReport, Deco
         }
         None => {
             let artifact_name = artifact_name.ok_or_else(|| {
-                invalid(CONTRACT, "no ArtifactName to name the host: send it in our envelope")
+                invalid(
+                    CONTRACT,
+                    "no ArtifactName to name the host: send it in our envelope",
+                )
             })?;
-            (artifact_name.clone(), artifact_name, non_empty(raw.artifact_type))
+            (
+                artifact_name.clone(),
+                artifact_name,
+                non_empty(raw.artifact_type),
+            )
         }
     };
 
@@ -221,7 +263,10 @@ fn severity(at: &str, name: Option<&str>) -> Result<Severity, DecodeError> {
         Some("MEDIUM") => Ok(Severity::Medium),
         Some("LOW") => Ok(Severity::Low),
         Some("UNKNOWN") | None => Ok(Severity::Info),
-        Some(_) => Err(invalid(CONTRACT, format!("{at}: unknown Severity {:?}", name.unwrap_or("")))),
+        Some(_) => Err(invalid(
+            CONTRACT,
+            format!("{at}: unknown Severity {:?}", name.unwrap_or("")),
+        )),
     }
 }
 
@@ -249,7 +294,9 @@ mod tests {
     }
 
     fn error(payload: &str) -> String {
-        decode_subject(SUBJECT, payload.as_bytes()).unwrap_err().to_string()
+        decode_subject(SUBJECT, payload.as_bytes())
+            .unwrap_err()
+            .to_string()
     }
 
     fn count(r: &ScanReport, s: Severity) -> usize {
@@ -260,35 +307,68 @@ mod tests {
     fn alpine_image() {
         let r = report(TRIVY_ALPINE);
         assert_eq!(r.findings.len(), 6);
-        assert_eq!((count(&r, Severity::Critical), count(&r, Severity::Medium)), (2, 4));
+        assert_eq!(
+            (count(&r, Severity::Critical), count(&r, Severity::Medium)),
+            (2, 4)
+        );
         assert!(r.packages.is_empty());
         assert_eq!(r.os.as_deref(), Some("alpine 3.9.4"));
         assert_eq!(r.artifact_name, "testdata/fixtures/images/alpine-39.tar.gz");
-        assert_eq!(r.host, r.artifact_name, "a bare report's host is its artifact");
+        assert_eq!(
+            r.host, r.artifact_name,
+            "a bare report's host is its artifact"
+        );
         assert_eq!(r.artifact_type, "container_image");
-        assert_eq!(r.scanned_at.timestamp_nanos_opt(), Some(1_629_894_030_000_000_005));
+        assert_eq!(
+            r.scanned_at.timestamp_nanos_opt(),
+            Some(1_629_894_030_000_000_005)
+        );
         let f = &r.findings[0];
         assert_eq!(f.vulnerability_id, "CVE-2019-1549");
         assert_eq!(
             f.package,
-            Package { name: "libcrypto1.1".into(), version: "1.1.1b-r1".into(), ecosystem: "alpine".into(), path: None }
+            Package {
+                name: "libcrypto1.1".into(),
+                version: "1.1.1b-r1".into(),
+                ecosystem: "alpine".into(),
+                path: None
+            }
         );
         assert_eq!(f.fixed_version.as_deref(), Some("1.1.1d-r0"));
         assert_eq!(f.severity, Severity::Medium);
-        assert_eq!(f.title.as_deref(), Some("openssl: information disclosure in fork()"));
-        assert!(f.description.as_deref().unwrap().starts_with("OpenSSL 1.1.1 introduced"));
-        assert_eq!(f.primary_url.as_deref(), Some("https://avd.aquasec.com/nvd/cve-2019-1549"));
-        assert_eq!(f.target, "testdata/fixtures/images/alpine-39.tar.gz (alpine 3.9.4)");
+        assert_eq!(
+            f.title.as_deref(),
+            Some("openssl: information disclosure in fork()")
+        );
+        assert!(f
+            .description
+            .as_deref()
+            .unwrap()
+            .starts_with("OpenSSL 1.1.1 introduced"));
+        assert_eq!(
+            f.primary_url.as_deref(),
+            Some("https://avd.aquasec.com/nvd/cve-2019-1549")
+        );
+        assert_eq!(
+            f.target,
+            "testdata/fixtures/images/alpine-39.tar.gz (alpine 3.9.4)"
+        );
     }
 
     #[test]
     fn debian_image() {
         let r = report(TRIVY_DEBIAN);
         assert_eq!(r.findings.len(), 5);
-        assert_eq!((count(&r, Severity::Medium), count(&r, Severity::Low)), (4, 1));
+        assert_eq!(
+            (count(&r, Severity::Medium), count(&r, Severity::Low)),
+            (4, 1)
+        );
         assert_eq!(r.os.as_deref(), Some("debian 9.9"));
         let bash = &r.findings[0];
-        assert_eq!((bash.package.name.as_str(), bash.fixed_version.clone()), ("bash", None));
+        assert_eq!(
+            (bash.package.name.as_str(), bash.fixed_version.clone()),
+            ("bash", None)
+        );
         assert!(r.findings.iter().all(|f| f.package.ecosystem == "debian"));
     }
 
@@ -296,11 +376,20 @@ mod tests {
     fn real_user_report_without_artifact_name() {
         let r = report(TRIVY_DEFECTDOJO);
         assert_eq!(r.findings.len(), 13);
-        assert_eq!((count(&r, Severity::Low), count(&r, Severity::Medium)), (12, 1));
+        assert_eq!(
+            (count(&r, Severity::Low), count(&r, Severity::Medium)),
+            (12, 1)
+        );
         assert_eq!(r.os.as_deref(), Some("debian 10.13"));
-        assert_eq!(r.artifact_name, "noppaknopsta/example-app:main-159", "taken from the OS target");
+        assert_eq!(
+            r.artifact_name, "noppaknopsta/example-app:main-159",
+            "taken from the OS target"
+        );
         assert_eq!(r.host, "noppaknopsta/example-app:main-159");
-        assert_eq!(r.scanned_at.to_rfc3339(), "2024-01-15T08:58:29.827537440+00:00");
+        assert_eq!(
+            r.scanned_at.to_rfc3339(),
+            "2024-01-15T08:58:29.827537440+00:00"
+        );
     }
 
     #[test]
@@ -312,7 +401,10 @@ mod tests {
         assert_eq!(r.artifact_type, "repository");
         assert!(r.packages.iter().all(|p| p.ecosystem == "npm"));
         let jquery = r.packages.iter().find(|p| p.name == "jquery").unwrap();
-        assert_eq!(jquery, &r.findings[0].package, "a finding names a listed package");
+        assert_eq!(
+            jquery, &r.findings[0].package,
+            "a finding names a listed package"
+        );
         assert_eq!(r.findings[0].target, "package-lock.json");
         assert_eq!(r.findings[0].severity, Severity::Medium);
     }
@@ -328,10 +420,18 @@ mod tests {
         assert_eq!(r.artifact_type, "filesystem");
         assert_eq!(r.scanned_at.to_rfc3339(), "2026-11-24T14:00:00+00:00");
         assert_eq!(r.artifact_name, bare.artifact_name);
-        assert_eq!((r.findings, r.packages, r.os), (bare.findings, bare.packages, bare.os));
+        assert_eq!(
+            (r.findings, r.packages, r.os),
+            (bare.findings, bare.packages, bare.os)
+        );
 
-        let no_kind = format!(r#"{{"ts":"2026-11-24T14:00:00Z","host":"node-01","report":{TRIVY_NPM}}}"#);
-        assert_eq!(report(&no_kind).artifact_type, "repository", "no target_kind: ArtifactType");
+        let no_kind =
+            format!(r#"{{"ts":"2026-11-24T14:00:00Z","host":"node-01","report":{TRIVY_NPM}}}"#);
+        assert_eq!(
+            report(&no_kind).artifact_type,
+            "repository",
+            "no target_kind: ArtifactType"
+        );
     }
 
     #[test]
@@ -339,7 +439,10 @@ mod tests {
         let r = report(wire_example(SUBJECT));
         assert_eq!(r.host, "node-01");
         assert_eq!(r.artifact_name, "/");
-        assert_eq!(r.artifact_type, "host", "target_kind wins over ArtifactType");
+        assert_eq!(
+            r.artifact_type, "host",
+            "target_kind wins over ArtifactType"
+        );
         assert_eq!(r.os.as_deref(), Some("ubuntu 22.04"));
         assert_eq!(r.scanned_at.to_rfc3339(), "2026-11-24T14:00:00+00:00");
         assert_eq!(r.packages.len(), 2);
@@ -359,7 +462,8 @@ mod tests {
         );
         assert!(r.findings.is_empty() && r.packages.is_empty());
         assert_eq!(r.artifact_type, "unknown");
-        let r = report(r#"{"SchemaVersion":2,"CreatedAt":"2026-11-24T14:00:00Z","ArtifactName":"x"}"#);
+        let r =
+            report(r#"{"SchemaVersion":2,"CreatedAt":"2026-11-24T14:00:00Z","ArtifactName":"x"}"#);
         assert!(r.findings.is_empty());
     }
 
@@ -381,7 +485,8 @@ mod tests {
         for (payload, want) in cases {
             assert_eq!(error(payload), want, "{payload}");
         }
-        assert!(error(r#"{"report":[]}"#).starts_with("invalid JSON for trivy report: invalid type: sequence"));
+        let err = error(r#"{"ts":"2026-11-24T14:00:00Z","host":"n","report":7}"#);
+        assert!(err.starts_with("invalid JSON for trivy report: invalid type: integer `7`, expected a Trivy report object"), "{err}");
         assert!(error("not json").starts_with("invalid JSON for trivy report: expected ident"));
     }
 }

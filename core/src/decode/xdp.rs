@@ -13,7 +13,9 @@ use crate::model::{Decoded, Event, EventKind, Severity};
 /// Contract name in errors.
 pub(super) const CONTRACT: &str = "xdp drops envelope";
 
+/// The envelope as it comes; every field optional so a missing one gets a precise error.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "an XDP drops envelope object")]
 struct RawEnvelope {
     v: Option<Value>,
     ts: Option<String>,
@@ -22,7 +24,9 @@ struct RawEnvelope {
     drops: Option<Vec<RawDrop>>,
 }
 
+/// One `drops[]` record as it comes.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a drop object")]
 struct RawDrop {
     ts: Option<String>,
     src_ip: Option<String>,
@@ -40,7 +44,7 @@ struct RawDrop {
 /// Decodes an XDP drops envelope into one [`EventKind::XdpDrop`] event per record.
 pub(super) fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
     let raw: RawEnvelope = parse_json(CONTRACT, payload)?;
-    let header = Header::check(CONTRACT, raw.v.as_ref(), raw.ts.as_deref(), raw.host, raw.agent_id)?;
+    let header = Header::check(CONTRACT, raw.v, raw.ts, raw.host, raw.agent_id)?;
     let events = records(CONTRACT, "drops", raw.drops)?
         .into_iter()
         .enumerate()
@@ -49,6 +53,7 @@ pub(super) fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
     Ok(Decoded::Events(events))
 }
 
+/// Checks one record and builds its event.
 fn event(header: &Header, at: &str, raw: RawDrop) -> Result<Event, DecodeError> {
     let ts = header.record_ts(CONTRACT, at, raw.ts.as_deref())?;
     let src_ip = ip(at, "src_ip", raw.src_ip)?;
@@ -64,7 +69,11 @@ fn event(header: &Header, at: &str, raw: RawDrop) -> Result<Event, DecodeError> 
         message.push(' ');
         message.push_str(protocol);
     }
-    message.push_str(if packets == 1 { " packet " } else { " packets " });
+    message.push_str(if packets == 1 {
+        " packet "
+    } else {
+        " packets "
+    });
     message.push_str(&endpoint(&src_ip, raw.src_port));
     message.push_str(" -> ");
     message.push_str(&endpoint(&dst_ip, raw.dst_port));
@@ -106,8 +115,12 @@ fn event(header: &Header, at: &str, raw: RawDrop) -> Result<Event, DecodeError> 
 /// A required IP address field of record `at`.
 fn ip(at: &str, field: &str, value: Option<String>) -> Result<IpAddr, DecodeError> {
     let text = required_text(CONTRACT, at, field, value)?;
-    text.parse()
-        .map_err(|_| invalid(CONTRACT, format!("{at}: {field} {text:?} is not an IP address")))
+    text.parse().map_err(|_| {
+        invalid(
+            CONTRACT,
+            format!("{at}: {field} {text:?} is not an IP address"),
+        )
+    })
 }
 
 /// `ip:port`, `[ip6]:port`, or the bare address without a port.
@@ -144,7 +157,10 @@ mod tests {
         assert_eq!((tor.source.as_str(), tor.severity), ("xdp", Severity::Low));
         assert_eq!(tor.host.as_deref(), Some("node-01"));
         assert_eq!(tor.rule.as_deref(), Some("deny-tor-exit"));
-        assert_eq!(tor.message, "xdp dropped 12 tcp packets 198.51.100.7:4444 -> 10.0.0.5:22 on eth0 (blocklist)");
+        assert_eq!(
+            tor.message,
+            "xdp dropped 12 tcp packets 198.51.100.7:4444 -> 10.0.0.5:22 on eth0 (blocklist)"
+        );
         assert_eq!(tor.ts.to_rfc3339(), "2026-11-24T13:59:57.500+00:00");
         assert_eq!(
             Value::Object(tor.attributes.clone()),
@@ -155,8 +171,15 @@ mod tests {
             })
         );
         let icmp = &events[1];
-        assert_eq!(icmp.message, "xdp dropped 1 icmp6 packet 2001:db8::7 -> 2001:db8::5 on eth0 (rate_limit)");
-        assert_eq!(icmp.rule.as_deref(), Some("rate_limit"), "no rule: the reason");
+        assert_eq!(
+            icmp.message,
+            "xdp dropped 1 icmp6 packet 2001:db8::7 -> 2001:db8::5 on eth0 (rate_limit)"
+        );
+        assert_eq!(
+            icmp.rule.as_deref(),
+            Some("rate_limit"),
+            "no rule: the reason"
+        );
         assert_eq!(icmp.ts.to_rfc3339(), "2026-11-24T14:00:00+00:00");
         assert!(!icmp.attributes.contains_key("src_port"));
     }
@@ -174,16 +197,38 @@ mod tests {
     fn errors_name_what_is_wrong() {
         let env = |d: &str| format!(r#"{{"ts":"2026-11-24T14:00:00Z","host":"n","drops":[{d}]}}"#);
         let cases = [
-            (env(r#"{"dst_ip":"10.0.0.5"}"#), "invalid xdp drops envelope: drops[0]: missing src_ip"),
-            (env(r#"{"src_ip":"10.0.0.5"}"#), "invalid xdp drops envelope: drops[0]: missing dst_ip"),
-            (env(r#"{"src_ip":"10.0.0.500","dst_ip":"10.0.0.5"}"#), "invalid xdp drops envelope: drops[0]: src_ip \"10.0.0.500\" is not an IP address"),
-            (r#"{"ts":"2026-11-24T14:00:00Z","host":"n"}"#.into(), "invalid xdp drops envelope: missing drops (send [] when there is nothing)"),
-            (r#"{"v":2,"ts":"2026-11-24T14:00:00Z","host":"n","drops":[]}"#.into(), "invalid xdp drops envelope: unsupported envelope version 2 (this decoder reads 1)"),
-            (r#"{"ts":"2026-11-24T14:00:00Z","drops":[]}"#.into(), "invalid xdp drops envelope: missing host"),
+            (
+                env(r#"{"dst_ip":"10.0.0.5"}"#),
+                "invalid xdp drops envelope: drops[0]: missing src_ip",
+            ),
+            (
+                env(r#"{"src_ip":"10.0.0.5"}"#),
+                "invalid xdp drops envelope: drops[0]: missing dst_ip",
+            ),
+            (
+                env(r#"{"src_ip":"10.0.0.500","dst_ip":"10.0.0.5"}"#),
+                "invalid xdp drops envelope: drops[0]: src_ip \"10.0.0.500\" is not an IP address",
+            ),
+            (
+                r#"{"ts":"2026-11-24T14:00:00Z","host":"n"}"#.into(),
+                "invalid xdp drops envelope: missing drops (send [] when there is nothing)",
+            ),
+            (
+                r#"{"v":2,"ts":"2026-11-24T14:00:00Z","host":"n","drops":[]}"#.into(),
+                "invalid xdp drops envelope: unsupported envelope version 2 (this decoder reads 1)",
+            ),
+            (
+                r#"{"ts":"2026-11-24T14:00:00Z","drops":[]}"#.into(),
+                "invalid xdp drops envelope: missing host",
+            ),
         ];
         for (payload, want) in cases {
             assert_eq!(decode_str(&payload).unwrap_err(), want, "{payload}");
         }
-        assert!(decode_str(r#"{"ts":"2026-11-24T14:00:00Z","host":"n","drops":[]}"#).unwrap().is_empty());
+        assert!(
+            decode_str(r#"{"ts":"2026-11-24T14:00:00Z","host":"n","drops":[]}"#)
+                .unwrap()
+                .is_empty()
+        );
     }
 }
