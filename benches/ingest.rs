@@ -310,7 +310,7 @@ async fn main() {
         corpus.messages.len() as f64 / publish.as_secs_f64()
     );
 
-    let writers = std::env::var("BENCH_WRITERS").unwrap_or_else(|_| "2".into());
+    let writers = std::env::var("BENCH_WRITERS").unwrap_or_else(|_| "4".into());
     let t = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_palisade"))
         .args([

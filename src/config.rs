@@ -75,7 +75,7 @@ pub struct IngestSettings {
     pub batch_max_wait_ms: u64,
 
     /// Batches of one projection written concurrently.
-    #[arg(long, env = "PALISADE_WRITERS", default_value_t = 2)]
+    #[arg(long, env = "PALISADE_WRITERS", default_value_t = 4)]
     pub writers: usize,
 
     /// Seconds JetStream waits for an ack before redelivering.

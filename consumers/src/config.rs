@@ -59,7 +59,7 @@ pub struct IngestConfig {
     pub batch_max_messages: usize,
     /// Longest a batch waits to fill before it is written (default 500 ms).
     pub batch_max_wait: Duration,
-    /// Batches of one projection written concurrently, each in its own transaction (default 2).
+    /// Batches of one projection written concurrently, each in its own transaction (default 4).
     pub writers: usize,
     /// How long JetStream waits for an ack before redelivering (default 30 s).
     pub ack_wait: Duration,
@@ -77,7 +77,7 @@ impl Default for IngestConfig {
             namespace: Namespace::root(),
             batch_max_messages: 256,
             batch_max_wait: Duration::from_millis(500),
-            writers: 2,
+            writers: 4,
             ack_wait: Duration::from_secs(30),
             stream_max_age: Duration::from_secs(30 * 24 * 3600),
             duplicate_window: Duration::from_secs(120),
