@@ -9,4 +9,14 @@ cd "$root"
 
 eval "$(scripts/stack.sh up)"
 export NATS_URL DATABASE_URL
-cargo test --workspace --locked "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary (cargo's own last line is often a
+# doc-test run of a crate without doc tests: "0 passed").
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"
