@@ -88,6 +88,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when a row of the batch already exists (unique violation): the COPY
+    /// fast path met a redelivered or replayed message.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(db))
+            if db.code().as_deref() == Some("23505"))
+    }
+
     /// True for faults that go away by themselves (connection lost, server
     /// restarting, pool exhausted, serialisation failure, deadlock, a partition
     /// dropped under us). Everything else is permanent for the batch.
@@ -144,13 +151,25 @@ impl Store {
     /// Writes `batch` for `projection` in one transaction, records the applied
     /// stream offset for `slot` (a writer's index) in the same transaction, and
     /// commits. Returns only after the commit is durable.
+    ///
+    /// Time-series rows go in with `COPY` (the fast path); if any of them is
+    /// already there (a redelivery or a replay over existing rows), the COPY fails
+    /// on the primary key and the batch is written again with
+    /// `INSERT … ON CONFLICT DO NOTHING`, which skips the rows already present.
     pub async fn write_batch(
         &self,
         projection: &str,
         slot: i32,
         batch: &Batch,
     ) -> Result<WriteSummary, StoreError> {
-        let result = self.try_write_batch(projection, slot, batch).await;
+        let mut result = self
+            .try_write_batch(projection, slot, batch, Insert::Copy)
+            .await;
+        if matches!(&result, Err(err) if err.is_duplicate()) {
+            result = self
+                .try_write_batch(projection, slot, batch, Insert::Upsert)
+                .await;
+        }
         if let Err(err) = &result {
             if err.is_transient() {
                 // A partition may have been dropped by retention: ask again next time.
@@ -165,6 +184,7 @@ impl Store {
         projection: &str,
         slot: i32,
         batch: &Batch,
+        insert: Insert,
     ) -> Result<WriteSummary, StoreError> {
         let mut rows = Rows::default();
         for (position, decoded) in &batch.records {
@@ -177,8 +197,15 @@ impl Store {
             records: rows.records,
             ..WriteSummary::default()
         };
-        summary.rows_inserted += insert_events(&mut tx, &rows.events).await?;
-        summary.rows_inserted += insert_metrics(&mut tx, &rows.metrics).await?;
+        summary.rows_inserted += match insert {
+            Insert::Copy => copy_events(&mut tx, &rows.events).await?,
+            Insert::Upsert => insert_events(&mut tx, &rows.events).await?,
+        };
+        summary.rows_inserted += match insert {
+            Insert::Copy => copy_metrics(&mut tx, &rows.metrics).await?,
+            Insert::Upsert => insert_metrics(&mut tx, &rows.metrics).await?,
+        };
+        mark_rollup_hours(&mut tx, &rows.metrics).await?;
         summary.rows_inserted += apply_processes(&mut tx, &rows.processes).await?;
         summary.rows_inserted += insert_connections(&mut tx, &rows.connections).await?;
         for (position, report) in &rows.scans {
@@ -375,6 +402,154 @@ fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// How time-series rows are inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Insert {
+    /// `COPY … FROM STDIN`: fastest; fails if any row already exists.
+    Copy,
+    /// `INSERT … SELECT FROM UNNEST … ON CONFLICT DO NOTHING`: skips existing rows.
+    Upsert,
+}
+
+/// Rows in COPY's text format.
+#[derive(Default)]
+struct CopyRows {
+    buf: String,
+    first: bool,
+}
+
+impl CopyRows {
+    fn row(&mut self) -> &mut Self {
+        if !self.buf.is_empty() {
+            self.buf.push('\n');
+        }
+        self.first = true;
+        self
+    }
+
+    fn sep(&mut self) {
+        if !self.first {
+            self.buf.push('\t');
+        }
+        self.first = false;
+    }
+
+    fn text(&mut self, s: &str) -> &mut Self {
+        self.sep();
+        for c in s.chars() {
+            match c {
+                '\\' => self.buf.push_str("\\\\"),
+                '\n' => self.buf.push_str("\\n"),
+                '\r' => self.buf.push_str("\\r"),
+                '\t' => self.buf.push_str("\\t"),
+                '\0' => self.buf.push('\u{FFFD}'),
+                c => self.buf.push(c),
+            }
+        }
+        self
+    }
+
+    fn opt(&mut self, s: Option<&str>) -> &mut Self {
+        match s {
+            Some(s) => self.text(s),
+            None => {
+                self.sep();
+                self.buf.push_str("\\N");
+                self
+            }
+        }
+    }
+
+    fn value(&mut self, v: impl std::fmt::Display) -> &mut Self {
+        use std::fmt::Write as _;
+        self.sep();
+        let _ = write!(self.buf, "{v}");
+        self
+    }
+
+    /// Microseconds, truncated like the binary encoding of the upsert path, so
+    /// both paths write the same key.
+    fn ts(&mut self, ts: DateTime<Utc>) -> &mut Self {
+        self.value(ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    }
+
+    fn json(
+        &mut self,
+        map: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<&mut Self, StoreError> {
+        let text = serde_json::to_string(map).map_err(|e| StoreError::Unstorable(e.to_string()))?;
+        Ok(self.text(&text))
+    }
+
+    async fn send(
+        self,
+        tx: &mut Transaction<'_, Postgres>,
+        statement: &str,
+    ) -> Result<u64, StoreError> {
+        let mut copy = tx.copy_in_raw(statement).await?;
+        copy.send(self.buf.into_bytes()).await?;
+        Ok(copy.finish().await?)
+    }
+}
+
+async fn copy_events(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[EventRow<'_>],
+) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut copy = CopyRows::default();
+    for row in rows {
+        let e = row.event;
+        copy.row()
+            .ts(e.ts)
+            .value(row.id)
+            .opt(e.host.as_deref())
+            .text(&e.source)
+            .text(e.kind.as_str())
+            .text(e.severity.as_str())
+            .value(e.severity.level())
+            .opt(e.rule.as_deref())
+            .text(&e.message)
+            .json(&e.attributes)?
+            .text(&row.position.subject)
+            .text(&row.position.stream)
+            .value(seq_i64(row.position.seq)?);
+    }
+    copy.send(
+        tx,
+        "COPY events (ts, id, host, source, type, severity, severity_level, rule, message,
+                      attributes, subject, stream, stream_seq) FROM STDIN",
+    )
+    .await
+}
+
+async fn copy_metrics(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[MetricRow<'_>],
+) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut copy = CopyRows::default();
+    for row in rows {
+        let m = row.metric;
+        copy.row()
+            .ts(m.ts)
+            .value(row.id)
+            .text(&m.host)
+            .text(&m.name)
+            .value(m.value)
+            .json(&m.labels)?;
+    }
+    copy.send(
+        tx,
+        "COPY metrics (ts, id, host, name, value, labels) FROM STDIN",
+    )
+    .await
+}
+
 async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[EventRow<'_>],
@@ -463,7 +638,7 @@ async fn insert_metrics(
                               $5::float8[], $6::jsonb[])
          ON CONFLICT DO NOTHING",
     )
-    .bind(&ts)
+    .bind(ts)
     .bind(ids)
     .bind(hosts)
     .bind(names)
@@ -471,7 +646,18 @@ async fn insert_metrics(
     .bind(labels)
     .execute(&mut **tx)
     .await?;
-    // Mark the hours these samples fall in so the rollup job recomputes them.
+    Ok(done.rows_affected())
+}
+
+/// Marks the hours `rows` fall in so the rollup job recomputes them.
+async fn mark_rollup_hours(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[MetricRow<'_>],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ts: Vec<_> = rows.iter().map(|r| r.metric.ts).collect();
     sqlx::query(
         "INSERT INTO metrics_rollup_pending (bucket)
          SELECT DISTINCT date_trunc('hour', t) FROM UNNEST($1::timestamptz[]) AS t
@@ -481,7 +667,7 @@ async fn insert_metrics(
     .bind(&ts)
     .execute(&mut **tx)
     .await?;
-    Ok(done.rows_affected())
+    Ok(())
 }
 
 async fn apply_processes(
@@ -894,6 +1080,21 @@ mod tests {
         assert_eq!(row_id("SECURITY", 7, 0), row_id("SECURITY", 7, 0));
         assert_ne!(row_id("SECURITY", 7, 0), row_id("SECURITY", 7, 1));
         assert_ne!(row_id("SECURITY", 7, 0), row_id("LOGS", 7, 0));
+    }
+
+    #[test]
+    fn copy_rows_escape_text_format() {
+        let mut copy = CopyRows::default();
+        copy.row().text("a\tb\\c\nd").opt(None).value(42);
+        copy.row().text("x\0y").ts(
+            DateTime::parse_from_rfc3339("2022-05-01T23:29:32.918828894Z")
+                .unwrap()
+                .into(),
+        );
+        assert_eq!(
+            copy.buf,
+            "a\\tb\\\\c\\nd\t\\N\t42\nx\u{FFFD}y\t2022-05-01T23:29:32.918828Z"
+        );
     }
 
     #[test]
