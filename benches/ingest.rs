@@ -394,7 +394,7 @@ async fn main() {
     println!();
     println!("| what | events | time | events/s |");
     println!("|---|---:|---:|---:|");
-    println!("| palisade (JetStream → decode → UNNEST upsert, {writers} writers, batches ≤256/500 ms) | {total} | {:.2} s | {palisade_rate:.0} |", ingest.as_secs_f64());
+    println!("| palisade (JetStream → decode → COPY per batch, upsert on redelivery; {writers} writers, batches ≤256/500 ms) | {total} | {:.2} s | {palisade_rate:.0} |", ingest.as_secs_f64());
     println!("| baseline: COPY of the same rows into the same tables | {total} | {:.2} s | {copy_rate:.0} |", copy.as_secs_f64());
     println!();
     println!(
