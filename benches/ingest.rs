@@ -287,22 +287,13 @@ async fn main() {
         .await
         .unwrap();
     let t = Instant::now();
-    let mut acks = Vec::with_capacity(1024);
-    for (subject, payload) in &corpus.messages {
-        acks.push(
-            js.publish(config.namespace.subject(subject), payload.clone().into())
-                .await
-                .unwrap(),
-        );
-        if acks.len() == 1024 {
-            for ack in acks.drain(..) {
-                ack.await.unwrap();
-            }
-        }
-    }
-    for ack in acks {
-        ack.await.unwrap();
-    }
+    let messages = corpus
+        .messages
+        .iter()
+        .map(|(subject, payload)| (config.namespace.subject(subject), payload.clone().into()));
+    palisade::fixtures::publish_windowed(&js, messages, 1024)
+        .await
+        .unwrap();
     let publish = t.elapsed();
     println!(
         "published {} messages in {publish:.2?} ({:.0} msg/s)",

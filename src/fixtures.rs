@@ -136,6 +136,30 @@ pub async fn load(
     Ok(report)
 }
 
+/// Publishes `messages` (subject, payload) through JetStream with up to `window`
+/// publishes awaiting their acks at once, and returns when every one is stored.
+pub async fn publish_windowed(
+    js: &jetstream::Context,
+    messages: impl IntoIterator<Item = (String, bytes::Bytes)>,
+    window: usize,
+) -> anyhow::Result<usize> {
+    let mut acks = Vec::with_capacity(window.max(1));
+    let mut published = 0;
+    for (subject, payload) in messages {
+        acks.push(js.publish(subject, payload).await.context("publishing")?);
+        published += 1;
+        if acks.len() >= window.max(1) {
+            for ack in acks.drain(..) {
+                ack.await.context("jetstream did not store a message")?;
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.context("jetstream did not store a message")?;
+    }
+    Ok(published)
+}
+
 async fn publish(
     js: &jetstream::Context,
     namespace: &Namespace,

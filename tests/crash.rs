@@ -25,23 +25,11 @@ fn alerts(n: usize) -> Vec<String> {
 }
 
 async fn publish_all(env: &TestEnv, alerts: Vec<String>) {
-    let mut acks = Vec::with_capacity(1024);
-    for alert in alerts {
-        acks.push(
-            env.js
-                .publish(env.subject("security.falco.alerts"), alert.into())
-                .await
-                .unwrap(),
-        );
-        if acks.len() == 1024 {
-            for ack in acks.drain(..) {
-                ack.await.unwrap();
-            }
-        }
-    }
-    for ack in acks {
-        ack.await.unwrap();
-    }
+    let subject = env.subject("security.falco.alerts");
+    let messages = alerts.into_iter().map(|a| (subject.clone(), a.into()));
+    palisade::fixtures::publish_windowed(&env.js, messages, 1024)
+        .await
+        .unwrap();
 }
 
 fn spawn_palisade(env: &TestEnv, http_port: u16) -> Child {

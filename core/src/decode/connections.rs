@@ -111,16 +111,15 @@ fn protocol(family: u32, socket_type: u32) -> Option<&'static str> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::decode::{decode as decode_subject, test_support::wire_example};
+    use crate::decode::test_support::{decode_records, wire_example};
 
     const SUBJECT: &str = "topology.connections";
 
     fn decode_str(payload: &str) -> Result<Vec<Connection>, String> {
-        match decode_subject(SUBJECT, payload.as_bytes()) {
-            Ok(Decoded::Connections(c)) => Ok(c),
-            Ok(other) => panic!("not connections: {other:?}"),
-            Err(e) => Err(e.to_string()),
-        }
+        decode_records(SUBJECT, payload, |d| match d {
+            Decoded::Connections(records) => Some(records),
+            _ => None,
+        })
     }
 
     #[test]

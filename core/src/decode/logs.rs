@@ -114,14 +114,10 @@ pub(super) fn classify_message(message: &str) -> Severity {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::decode::{decode as decode_subject, test_support::*};
+    use crate::decode::test_support::*;
 
     fn decode_str(subject: &str, payload: &str) -> Result<Vec<Event>, String> {
-        match decode_subject(subject, payload.as_bytes()) {
-            Ok(Decoded::Events(e)) => Ok(e),
-            Ok(other) => panic!("not events: {other:?}"),
-            Err(e) => Err(e.to_string()),
-        }
+        decode_events(subject, payload)
     }
 
     #[test]

@@ -65,16 +65,15 @@ fn metric(header: &Header, at: &str, raw: RawMetric) -> Result<Metric, DecodeErr
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::decode::{decode as decode_subject, test_support::wire_example};
+    use crate::decode::test_support::{decode_records, wire_example};
 
     const SUBJECT: &str = "telemetry.metrics.edge";
 
     fn decode_str(payload: &str) -> Result<Vec<Metric>, String> {
-        match decode_subject(SUBJECT, payload.as_bytes()) {
-            Ok(Decoded::Metrics(m)) => Ok(m),
-            Ok(other) => panic!("not metrics: {other:?}"),
-            Err(e) => Err(e.to_string()),
-        }
+        decode_records(SUBJECT, payload, |d| match d {
+            Decoded::Metrics(records) => Some(records),
+            _ => None,
+        })
     }
 
     #[test]

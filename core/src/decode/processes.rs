@@ -88,16 +88,15 @@ pub(super) fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::decode::{decode as decode_subject, test_support::wire_example};
+    use crate::decode::test_support::{decode_records, wire_example};
 
     const SUBJECT: &str = "telemetry.processes.edge";
 
     fn decode_str(payload: &str) -> Result<Vec<ProcessDelta>, String> {
-        match decode_subject(SUBJECT, payload.as_bytes()) {
-            Ok(Decoded::Processes(p)) => Ok(p),
-            Ok(other) => panic!("not processes: {other:?}"),
-            Err(e) => Err(e.to_string()),
-        }
+        decode_records(SUBJECT, payload, |d| match d {
+            Decoded::Processes(records) => Some(records),
+            _ => None,
+        })
     }
 
     #[test]

@@ -2,6 +2,35 @@
 //! of `docs/wire.md`, read from the document itself so that it cannot drift from
 //! what the decoders accept.
 
+use crate::model::Decoded;
+
+/// Decodes `payload` on `subject` and takes the records out with `pick` (a
+/// `Decoded` variant); a decode error comes back as its message.
+pub(crate) fn decode_records<T>(
+    subject: &str,
+    payload: &str,
+    pick: fn(Decoded) -> Option<Vec<T>>,
+) -> Result<Vec<T>, String> {
+    match crate::decode::decode(subject, payload.as_bytes()) {
+        Ok(decoded) => {
+            let shown = format!("{decoded:?}");
+            Ok(pick(decoded).unwrap_or_else(|| panic!("wrong record kind on {subject}: {shown}")))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Decodes a payload that must carry security events.
+pub(crate) fn decode_events(
+    subject: &str,
+    payload: &str,
+) -> Result<Vec<crate::model::Event>, String> {
+    decode_records(subject, payload, |d| match d {
+        Decoded::Events(events) => Some(events),
+        _ => None,
+    })
+}
+
 /// `docs/wire.md`, whose fences tagged ```` ```json decode=<subject> ```` are examples.
 pub(crate) const WIRE_MD: &str = include_str!("../../../docs/wire.md");
 

@@ -136,16 +136,12 @@ fn endpoint(ip: &IpAddr, port: Option<u16>) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::decode::{decode as decode_subject, test_support::wire_example};
+    use crate::decode::test_support::{decode_events, wire_example};
 
     const SUBJECT: &str = "security.xdp.drops";
 
     fn decode_str(payload: &str) -> Result<Vec<Event>, String> {
-        match decode_subject(SUBJECT, payload.as_bytes()) {
-            Ok(Decoded::Events(e)) => Ok(e),
-            Ok(other) => panic!("not events: {other:?}"),
-            Err(e) => Err(e.to_string()),
-        }
+        decode_events(SUBJECT, payload)
     }
 
     #[test]
