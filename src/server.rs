@@ -64,6 +64,11 @@ impl Running {
 /// Starts everything and returns once the HTTP server is listening.
 pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result<Running> {
     let pipeline = pipeline(&conn, &settings.ingest).await?;
+    // Bind first: a taken port fails start-up before any consumer runs.
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
+    let http_addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
 
@@ -85,10 +90,6 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
     )));
 
     let state = AppState::new(pipeline.clone(), conn.namespace());
-    let listener = tokio::net::TcpListener::bind(settings.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
-    let http_addr = listener.local_addr()?;
     let stop_http = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(listener, api::app(state))

@@ -53,7 +53,7 @@ impl Writer {
     /// Writes `decoded` (dead letters first, then the records) and returns once
     /// everything is durable. Never gives up on a transient fault; the ack
     /// deadline is extended while it waits.
-    #[instrument(skip_all, fields(projection = self.projection.name(), slot, messages = decoded.batch.messages()))]
+    #[instrument(skip_all, fields(projection = self.projection.name(), slot = slot, messages = decoded.batch.messages()))]
     pub async fn write(&self, slot: i32, decoded: &mut DecodedBatch) -> WriteSummary {
         let started = Instant::now();
         let dead = std::mem::take(&mut decoded.batch.dead_letters);
@@ -183,8 +183,9 @@ impl Writer {
         if !self.publish_dead_letters {
             return;
         }
+        tracing::warn!(count = dead.len(), first_reason = %dead[0].reason, "dead-lettering messages");
         for letter in dead {
-            tracing::warn!(subject = %letter.position.subject, seq = letter.position.seq,
+            tracing::debug!(subject = %letter.position.subject, seq = letter.position.seq,
                 reason = %letter.reason, "dead-lettering message");
             let mut backoff = Backoff::new(self.config.max_backoff);
             while let Err(e) = dlq::publish(&self.js, &self.config.namespace, letter).await {
