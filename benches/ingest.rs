@@ -200,6 +200,7 @@ fn copy_rows(corpus: &Corpus) -> (String, String) {
                         name,
                         value,
                         labels,
+                        ..
                     } = m;
                     let id = palisade_core::store::row_id("PALISADE_TELEMETRY", seq as u64 + 1, i);
                     let _ = writeln!(

@@ -261,6 +261,34 @@ async fn every_source_lands_in_postgres() {
     );
     assert!(env.count("SELECT count(*) FROM hosts WHERE name IN ('proxmox-node-01','bastion-01','k8s-worker-3')").await == 3);
     assert_eq!(env.count("SELECT count(*) FROM dead_letters").await, 0);
+    // The publishing agent is kept: the host's latest agent, on scans, processes, connections.
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM hosts WHERE name = 'proxmox-node-01' AND agent_id = 'edge-1'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM hosts WHERE name = 'bastion-01' AND agent_id = 'edge-7'")
+            .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM scans WHERE agent_id = 'edge-1'")
+            .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM processes WHERE agent_id = 'edge-1'")
+            .await,
+        2
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM connections WHERE agent_id = 'edge-1'")
+            .await,
+        2
+    );
 
     // The HTTP face, in-process through the router.
     let state =

@@ -17,6 +17,7 @@ fn metric(ts: chrono::DateTime<Utc>, value: f64) -> Metric {
         name: "cpu.usage_percent".into(),
         value,
         labels: serde_json::Map::new(),
+        agent_id: Some("edge-1".into()),
     }
 }
 

@@ -145,6 +145,8 @@ pub struct Metric {
     pub value: f64,
     /// Labels (device, mount point, …) as a JSON object.
     pub labels: Map<String, Value>,
+    /// The agent that published the sample, when the envelope names it.
+    pub agent_id: Option<String>,
 }
 
 /// A process that an edge agent saw start.
@@ -168,6 +170,8 @@ pub struct ProcessStart {
     pub container_id: Option<String>,
     /// Package that owns the executable, when the agent knows it.
     pub package: Option<String>,
+    /// The agent that reported the start.
+    pub agent_id: Option<String>,
 }
 
 /// A change in what runs on a host.
@@ -209,6 +213,8 @@ pub struct Connection {
     pub remote_port: Option<i32>,
     /// TCP state (`ESTABLISHED`, `LISTEN`, …) or `NONE`.
     pub status: String,
+    /// The agent that observed it.
+    pub agent_id: Option<String>,
 }
 
 /// A package found by a scan.
@@ -262,6 +268,8 @@ pub struct ScanReport {
     pub packages: Vec<Package>,
     /// Every vulnerability the report lists.
     pub findings: Vec<Finding>,
+    /// The agent that ran or forwarded the scan (our envelope only).
+    pub agent_id: Option<String>,
 }
 
 /// What one NATS message decodes into. Our envelopes batch many records per message.

@@ -21,6 +21,14 @@ const ROW_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5a1c_83f4_6d0e_4c2b_9f6e_0a11_5
 /// How long a host's `last_seen` may lag before a writer refreshes it.
 const HOST_REFRESH_SECS: i64 = 60;
 
+/// What a batch saw of one host: first and last time, and the agent that reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HostSighting<'a> {
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    agent_id: Option<&'a str>,
+}
+
 /// The deterministic id of record `index` of the message at `stream`/`seq`.
 pub fn row_id(stream: &str, seq: u64, index: usize) -> Uuid {
     Uuid::new_v5(
@@ -129,8 +137,8 @@ pub struct Store {
     pool: PgPool,
     /// Partitions this process knows exist, so it asks PostgreSQL only for new days.
     partitions: Mutex<HashSet<(&'static str, NaiveDate)>>,
-    /// Last `last_seen` this process wrote per host, to keep hot host rows unlocked.
-    hosts_seen: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Last `last_seen` and agent this process wrote per host, to keep hot host rows unlocked.
+    hosts_seen: Mutex<HashMap<String, (DateTime<Utc>, Option<String>)>>,
 }
 
 impl Store {
@@ -256,45 +264,51 @@ impl Store {
     async fn touch_hosts(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        hosts: &BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>)>,
+        hosts: &BTreeMap<&str, HostSighting<'_>>,
     ) -> Result<(), StoreError> {
-        let stale: Vec<(&str, DateTime<Utc>, DateTime<Utc>)> = {
+        let stale: Vec<(&str, &HostSighting<'_>)> = {
             let seen = lock(&self.hosts_seen);
             hosts
                 .iter()
-                .filter(|(name, (_, last))| match seen.get(**name) {
-                    Some(written) => (*last - *written).num_seconds() > HOST_REFRESH_SECS,
+                .filter(|(name, s)| match seen.get(**name) {
+                    Some((written, agent)) => {
+                        (s.last - *written).num_seconds() > HOST_REFRESH_SECS
+                            || (s.agent_id.is_some() && s.agent_id != agent.as_deref())
+                    }
                     None => true,
                 })
-                .map(|(name, (first, last))| (*name, *first, *last))
+                .map(|(name, s)| (*name, s))
                 .collect()
         };
         if stale.is_empty() {
             return Ok(());
         }
         // Sorted by name (BTreeMap order), so concurrent writers lock rows in one order.
-        let (names, (firsts, lasts)): (Vec<&str>, (Vec<_>, Vec<_>)) =
-            stale.into_iter().map(|(n, f, l)| (n, (f, l))).unzip();
         sqlx::query(
-            "INSERT INTO hosts (name, first_seen, last_seen)
-             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[])
+            "INSERT INTO hosts (name, first_seen, last_seen, agent_id)
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[])
              ON CONFLICT (name) DO UPDATE
                SET first_seen = LEAST(hosts.first_seen, EXCLUDED.first_seen),
-                   last_seen = GREATEST(hosts.last_seen, EXCLUDED.last_seen)",
+                   last_seen = GREATEST(hosts.last_seen, EXCLUDED.last_seen),
+                   agent_id = COALESCE(EXCLUDED.agent_id, hosts.agent_id)",
         )
-        .bind(names)
-        .bind(firsts)
-        .bind(lasts)
+        .bind(stale.iter().map(|(name, _)| *name).collect::<Vec<_>>())
+        .bind(stale.iter().map(|(_, s)| s.first).collect::<Vec<_>>())
+        .bind(stale.iter().map(|(_, s)| s.last).collect::<Vec<_>>())
+        .bind(stale.iter().map(|(_, s)| s.agent_id).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
         Ok(())
     }
 
-    fn remember_hosts(&self, hosts: &BTreeMap<&str, (DateTime<Utc>, DateTime<Utc>)>) {
+    fn remember_hosts(&self, hosts: &BTreeMap<&str, HostSighting<'_>>) {
         let mut seen = lock(&self.hosts_seen);
-        for (name, (_, last)) in hosts {
-            let entry = seen.entry((*name).to_owned()).or_insert(*last);
-            *entry = (*entry).max(*last);
+        for (name, s) in hosts {
+            let entry = seen.entry((*name).to_owned()).or_insert((s.last, None));
+            entry.0 = entry.0.max(s.last);
+            if let Some(agent) = s.agent_id {
+                entry.1 = Some(agent.to_owned());
+            }
         }
     }
 }
@@ -329,8 +343,8 @@ struct Rows<'a> {
     processes: Vec<&'a ProcessDelta>,
     connections: Vec<ConnectionRow<'a>>,
     scans: Vec<(&'a Position, &'a ScanReport)>,
-    /// host → (first seen, last seen) in this batch.
-    hosts: BTreeMap<&'a str, (DateTime<Utc>, DateTime<Utc>)>,
+    /// What this batch saw of each host.
+    hosts: BTreeMap<&'a str, HostSighting<'a>>,
     records: u64,
 }
 
@@ -342,7 +356,8 @@ impl<'a> Rows<'a> {
             Decoded::Events(events) => {
                 for (index, event) in events.iter().enumerate() {
                     if let Some(host) = &event.host {
-                        self.see_host(host, event.ts);
+                        let agent = event.attributes.get("agent_id").and_then(|a| a.as_str());
+                        self.see_host(host, event.ts, agent);
                     }
                     self.events.push(EventRow {
                         id: id(index),
@@ -353,7 +368,7 @@ impl<'a> Rows<'a> {
             }
             Decoded::Metrics(metrics) => {
                 for (index, metric) in metrics.iter().enumerate() {
-                    self.see_host(&metric.host, metric.ts);
+                    self.see_host(&metric.host, metric.ts, metric.agent_id.as_deref());
                     self.metrics.push(MetricRow {
                         id: id(index),
                         metric,
@@ -362,17 +377,21 @@ impl<'a> Rows<'a> {
             }
             Decoded::Processes(deltas) => {
                 for delta in deltas {
-                    let (host, ts) = match delta {
-                        ProcessDelta::Started(p) => (&p.host, p.ts),
-                        ProcessDelta::Stopped { host, ts, .. } => (host, *ts),
+                    let (host, ts, agent) = match delta {
+                        ProcessDelta::Started(p) => (&p.host, p.ts, p.agent_id.as_deref()),
+                        ProcessDelta::Stopped { host, ts, .. } => (host, *ts, None),
                     };
-                    self.see_host(host, ts);
+                    self.see_host(host, ts, agent);
                     self.processes.push(delta);
                 }
             }
             Decoded::Connections(connections) => {
                 for (index, connection) in connections.iter().enumerate() {
-                    self.see_host(&connection.host, connection.ts);
+                    self.see_host(
+                        &connection.host,
+                        connection.ts,
+                        connection.agent_id.as_deref(),
+                    );
                     self.connections.push(ConnectionRow {
                         id: id(index),
                         connection,
@@ -380,16 +399,21 @@ impl<'a> Rows<'a> {
                 }
             }
             Decoded::Scan(report) => {
-                self.see_host(&report.host, report.scanned_at);
+                self.see_host(&report.host, report.scanned_at, report.agent_id.as_deref());
                 self.scans.push((position, report));
             }
         }
     }
 
-    fn see_host(&mut self, host: &'a str, ts: DateTime<Utc>) {
-        let seen = self.hosts.entry(host).or_insert((ts, ts));
-        seen.0 = seen.0.min(ts);
-        seen.1 = seen.1.max(ts);
+    fn see_host(&mut self, host: &'a str, ts: DateTime<Utc>, agent_id: Option<&'a str>) {
+        let seen = self.hosts.entry(host).or_insert(HostSighting {
+            first: ts,
+            last: ts,
+            agent_id: None,
+        });
+        seen.first = seen.first.min(ts);
+        seen.last = seen.last.max(ts);
+        seen.agent_id = agent_id.or(seen.agent_id);
     }
 }
 
@@ -691,9 +715,10 @@ async fn apply_processes(
         };
         written += sqlx::query(
             "INSERT INTO processes (host, pid, started_at, ppid, exe, cmdline, user_name,
-                                    container_id, package)
+                                    container_id, package, agent_id)
              SELECT * FROM UNNEST($1::text[], $2::int8[], $3::timestamptz[], $4::int8[],
-                                  $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+                                  $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                                  $10::text[])
              ON CONFLICT DO NOTHING",
         )
         .bind(
@@ -710,6 +735,7 @@ async fn apply_processes(
         .bind(opt(|p| &p.user))
         .bind(opt(|p| &p.container_id))
         .bind(opt(|p| &p.package))
+        .bind(opt(|p| &p.agent_id))
         .execute(&mut **tx)
         .await?
         .rows_affected();
@@ -751,10 +777,10 @@ async fn insert_connections(
     let c = |f: fn(&Connection) -> String| rows.iter().map(|r| f(r.connection)).collect::<Vec<_>>();
     let done = sqlx::query(
         "INSERT INTO connections (ts, id, host, pid, process, protocol, local_ip, local_port,
-                                  remote_ip, remote_port, status)
+                                  remote_ip, remote_port, status, agent_id)
          SELECT * FROM UNNEST($1::timestamptz[], $2::uuid[], $3::text[], $4::int8[], $5::text[],
                               $6::text[], $7::text[], $8::int4[], $9::text[], $10::int4[],
-                              $11::text[])
+                              $11::text[], $12::text[])
          ON CONFLICT DO NOTHING",
     )
     .bind(rows.iter().map(|r| r.connection.ts).collect::<Vec<_>>())
@@ -784,6 +810,11 @@ async fn insert_connections(
             .collect::<Vec<_>>(),
     )
     .bind(c(|c| c.status.clone()))
+    .bind(
+        rows.iter()
+            .map(|r| r.connection.agent_id.as_deref())
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected())
@@ -800,8 +831,8 @@ async fn apply_scan(
     let scan_id = row_id(&position.stream, position.seq, 0);
     let inserted = sqlx::query(
         "INSERT INTO scans (id, host, artifact_name, artifact_type, os, scanned_at, packages,
-                            findings, stream, stream_seq)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                            findings, stream, stream_seq, agent_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT DO NOTHING",
     )
     .bind(scan_id)
@@ -814,6 +845,7 @@ async fn apply_scan(
     .bind(count_i32(report.findings.len())?)
     .bind(&position.stream)
     .bind(seq_i64(position.seq)?)
+    .bind(&report.agent_id)
     .execute(&mut **tx)
     .await?
     .rows_affected();

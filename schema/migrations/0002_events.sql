@@ -23,6 +23,8 @@ CREATE INDEX events_host_ts ON events (host, ts);
 
 CREATE TABLE hosts (
     name       text PRIMARY KEY,
+    -- the agent that last reported for this host (null when no envelope named one)
+    agent_id   text,
     first_seen timestamptz NOT NULL,
     last_seen  timestamptz NOT NULL
 );

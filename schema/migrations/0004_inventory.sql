@@ -10,6 +10,7 @@ CREATE TABLE processes (
     user_name    text,
     container_id text,
     package      text,
+    agent_id     text,
     stopped_at   timestamptz,
     PRIMARY KEY (host, pid, started_at)
 );
@@ -28,6 +29,7 @@ SELECT palisade_create_timeseries('connections', $cols$
     remote_ip   text,
     remote_port integer,
     status      text        NOT NULL,
+    agent_id    text,
     PRIMARY KEY (ts, id)
 $cols$);
 
@@ -44,6 +46,7 @@ CREATE TABLE scans (
     scanned_at    timestamptz NOT NULL,
     packages      integer     NOT NULL,
     findings      integer     NOT NULL,
+    agent_id      text,
     stream        text        NOT NULL,
     stream_seq    bigint      NOT NULL
 );

@@ -92,6 +92,7 @@ fn connection(header: &Header, at: &str, raw: RawConnection) -> Result<Connectio
         remote_ip,
         remote_port,
         status: non_empty(raw.status).unwrap_or_else(|| "NONE".to_owned()),
+        agent_id: header.agent_id.clone(),
     })
 }
 

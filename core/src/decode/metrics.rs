@@ -58,6 +58,7 @@ fn metric(header: &Header, at: &str, raw: RawMetric) -> Result<Metric, DecodeErr
         name: required_text(CONTRACT, at, "name", raw.name)?,
         value,
         labels: raw.labels.unwrap_or_default(),
+        agent_id: header.agent_id.clone(),
     })
 }
 

@@ -71,6 +71,7 @@ pub(super) fn decode(payload: &[u8]) -> Result<Decoded, DecodeError> {
             user: non_empty(s.user),
             container_id: non_empty(s.container_id),
             package: non_empty(s.package),
+            agent_id: header.agent_id.clone(),
         }));
     }
     for (i, s) in stopped.into_iter().enumerate() {

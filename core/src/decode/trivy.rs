@@ -218,11 +218,16 @@ fn scan(raw: RawReport, overrides: Option<Overrides>) -> Result<ScanReport, Deco
 
     let artifact_name = non_empty(raw.artifact_name)
         .or_else(|| artifact_from_target(first_target.as_deref(), os.as_deref()));
-    let (host, artifact_name, artifact_type) = match overrides {
+    let (host, artifact_name, artifact_type, agent_id) = match overrides {
         Some(o) => {
             let artifact_name = artifact_name.unwrap_or_else(|| o.header.host.clone());
             let artifact_type = o.target_kind.or(non_empty(raw.artifact_type));
-            (o.header.host, artifact_name, artifact_type)
+            (
+                o.header.host,
+                artifact_name,
+                artifact_type,
+                o.header.agent_id,
+            )
         }
         None => {
             let artifact_name = artifact_name.ok_or_else(|| {
@@ -235,6 +240,7 @@ fn scan(raw: RawReport, overrides: Option<Overrides>) -> Result<ScanReport, Deco
                 artifact_name.clone(),
                 artifact_name,
                 non_empty(raw.artifact_type),
+                None,
             )
         }
     };
@@ -247,6 +253,7 @@ fn scan(raw: RawReport, overrides: Option<Overrides>) -> Result<ScanReport, Deco
         os,
         packages,
         findings,
+        agent_id,
     })
 }
 
