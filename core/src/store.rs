@@ -29,6 +29,9 @@ struct HostSighting<'a> {
     agent_id: Option<&'a str>,
 }
 
+/// The `last_seen` and agent last written for a host.
+type HostWritten = (DateTime<Utc>, Option<String>);
+
 /// The deterministic id of record `index` of the message at `stream`/`seq`.
 pub fn row_id(stream: &str, seq: u64, index: usize) -> Uuid {
     Uuid::new_v5(
@@ -138,7 +141,7 @@ pub struct Store {
     /// Partitions this process knows exist, so it asks PostgreSQL only for new days.
     partitions: Mutex<HashSet<(&'static str, NaiveDate)>>,
     /// Last `last_seen` and agent this process wrote per host, to keep hot host rows unlocked.
-    hosts_seen: Mutex<HashMap<String, (DateTime<Utc>, Option<String>)>>,
+    hosts_seen: Mutex<HashMap<String, HostWritten>>,
 }
 
 impl Store {
