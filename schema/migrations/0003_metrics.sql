@@ -47,6 +47,8 @@ DECLARE
     n integer := 0;
 BEGIN
     IF palisade_timeseries_mode() = 'timescaledb' THEN
+        -- The continuous aggregate refreshes itself; only drop the marks.
+        DELETE FROM metrics_rollup_pending;
         RETURN 0;
     END IF;
     FOR hour IN DELETE FROM metrics_rollup_pending RETURNING bucket LOOP
