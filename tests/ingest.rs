@@ -319,6 +319,33 @@ async fn every_source_lands_in_postgres() {
         text.contains("palisade_ingest_messages_total{projection=\"events\"} 54"),
         "{text}"
     );
+    for metric in [
+        "palisade_ingest_rows_written_total{projection=\"events\"} 63",
+        "palisade_ingest_dead_letters_total",
+        "palisade_ingest_batch_seconds_bucket{",
+        "palisade_ingest_consumer_lag{",
+    ] {
+        assert!(
+            text.contains(metric),
+            "{metric} missing from /metrics:\n{text}"
+        );
+    }
+
+    // Streams keep their messages on disk, by age, with a duplicate window.
+    let security =
+        palisade_consumers::streams::StreamFamily::Security.name(&env.connections().namespace());
+    let mut stream = env.js.get_stream(&security).await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert_eq!(
+        config.storage,
+        async_nats::jetstream::stream::StorageType::File
+    );
+    assert_eq!(config.max_age, Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(config.duplicate_window, Duration::from_secs(120));
+    assert_eq!(
+        config.subjects,
+        vec![env.subject("falco.>"), env.subject("security.>")]
+    );
     let response = app
         .oneshot(Request::get("/nope").body(Body::empty()).unwrap())
         .await

@@ -102,6 +102,18 @@ impl IngestMetrics {
         );
     }
 
+    /// Creates every per-projection series at zero, so a scrape shows
+    /// `dead_letters_total 0` rather than no series at all.
+    pub fn init_projection(&self, projection: &str) {
+        let labels = Self::labels(projection);
+        self.messages_in.get_or_create(&labels);
+        self.rows_written.get_or_create(&labels);
+        self.records.get_or_create(&labels);
+        self.dead_letters.get_or_create(&labels);
+        self.write_retries.get_or_create(&labels);
+        self.batch_seconds.get_or_create(&labels);
+    }
+
     /// Labels of `projection`.
     pub fn labels(projection: &str) -> ProjectionLabels {
         ProjectionLabels {

@@ -30,6 +30,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// A writer for `projection`.
     pub fn writer(&self, projection: Projection, publish_dead_letters: bool) -> Writer {
+        self.metrics.init_projection(projection.name());
         Writer {
             js: self.js.clone(),
             store: self.store.clone(),
