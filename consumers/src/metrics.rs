@@ -106,12 +106,12 @@ impl IngestMetrics {
     /// `dead_letters_total 0` rather than no series at all.
     pub fn init_projection(&self, projection: &str) {
         let labels = Self::labels(projection);
-        self.messages_in.get_or_create(&labels);
-        self.rows_written.get_or_create(&labels);
-        self.records.get_or_create(&labels);
-        self.dead_letters.get_or_create(&labels);
-        self.write_retries.get_or_create(&labels);
-        self.batch_seconds.get_or_create(&labels);
+        drop(self.messages_in.get_or_create(&labels));
+        drop(self.rows_written.get_or_create(&labels));
+        drop(self.records.get_or_create(&labels));
+        drop(self.dead_letters.get_or_create(&labels));
+        drop(self.write_retries.get_or_create(&labels));
+        drop(self.batch_seconds.get_or_create(&labels));
     }
 
     /// Labels of `projection`.
