@@ -107,3 +107,66 @@ async fn a_redelivered_batch_writes_nothing_new() {
     assert_eq!(env.count("SELECT count(*) FROM events").await, 25);
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awkward_text_survives_copy_and_upsert_alike() {
+    use palisade_core::model::{Decoded, Event, EventKind, Severity};
+    let env = TestEnv::new("copy_text").await;
+    palisade_schema::migrate(&env.pool).await.unwrap();
+    let store = Store::new(env.pool.clone());
+    let message = "tab\there back\\slash\nnewline\r\0nul ünïcödé \\N";
+    let attributes = serde_json::json!({"cmd": "a\tb\\c\n", "n": 1651447772918828894_u64});
+    let event = Event {
+        ts: chrono::DateTime::parse_from_rfc3339("2026-11-24T10:00:00.123456789Z")
+            .unwrap()
+            .into(),
+        host: Some("web\t01".into()),
+        source: "auth".into(),
+        kind: EventKind::Log,
+        severity: Severity::Medium,
+        rule: None,
+        message: message.into(),
+        attributes: attributes.as_object().unwrap().clone(),
+    };
+    let batch = |seq: u64| Batch {
+        records: vec![(
+            Position {
+                stream: "PALISADE_LOGS".into(),
+                seq,
+                subject: "logs.auth".into(),
+            },
+            Decoded::Events(vec![event.clone()]),
+        )],
+        dead_letters: vec![],
+    };
+    assert_eq!(
+        store
+            .write_batch("events", 0, &batch(1))
+            .await
+            .unwrap()
+            .rows_inserted,
+        1
+    );
+    assert_eq!(
+        store
+            .write_batch("events", 0, &batch(1))
+            .await
+            .unwrap()
+            .rows_inserted,
+        0
+    );
+    let (host, stored, attrs, ts): (
+        String,
+        String,
+        serde_json::Value,
+        chrono::DateTime<chrono::Utc>,
+    ) = sqlx::query_as("SELECT host, message, attributes, ts FROM events")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(host, "web\t01");
+    assert_eq!(stored, message.replace('\0', "\u{FFFD}"));
+    assert_eq!(attrs, attributes);
+    assert_eq!(ts.to_rfc3339(), "2026-11-24T10:00:00.123456+00:00");
+    env.cleanup().await;
+}

@@ -438,17 +438,53 @@ enum Insert {
     Upsert,
 }
 
-/// Rows in COPY's text format.
+/// Rows in COPY's text format, built as bytes: every escape is ASCII, so text is
+/// escaped byte by byte without re-checking UTF-8, and JSON is serialised straight
+/// into the buffer through [`EscapeCopyText`].
 #[derive(Default)]
 struct CopyRows {
-    buf: String,
+    buf: Vec<u8>,
     first: bool,
+}
+
+/// Appends bytes to a COPY text buffer, escaping what COPY treats specially.
+struct EscapeCopyText<'a>(&'a mut Vec<u8>);
+
+impl EscapeCopyText<'_> {
+    fn push(&mut self, bytes: &[u8]) {
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escaped: &[u8] = match b {
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0 => "\u{FFFD}".as_bytes(),
+                _ => continue,
+            };
+            self.0.extend_from_slice(&bytes[start..i]);
+            self.0.extend_from_slice(escaped);
+            start = i + 1;
+        }
+        self.0.extend_from_slice(&bytes[start..]);
+    }
+}
+
+impl std::io::Write for EscapeCopyText<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.push(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl CopyRows {
     fn row(&mut self) -> &mut Self {
         if !self.buf.is_empty() {
-            self.buf.push('\n');
+            self.buf.push(b'\n');
         }
         self.first = true;
         self
@@ -456,23 +492,14 @@ impl CopyRows {
 
     fn sep(&mut self) {
         if !self.first {
-            self.buf.push('\t');
+            self.buf.push(b'\t');
         }
         self.first = false;
     }
 
     fn text(&mut self, s: &str) -> &mut Self {
         self.sep();
-        for c in s.chars() {
-            match c {
-                '\\' => self.buf.push_str("\\\\"),
-                '\n' => self.buf.push_str("\\n"),
-                '\r' => self.buf.push_str("\\r"),
-                '\t' => self.buf.push_str("\\t"),
-                '\0' => self.buf.push('\u{FFFD}'),
-                c => self.buf.push(c),
-            }
-        }
+        EscapeCopyText(&mut self.buf).push(s.as_bytes());
         self
     }
 
@@ -481,14 +508,14 @@ impl CopyRows {
             Some(s) => self.text(s),
             None => {
                 self.sep();
-                self.buf.push_str("\\N");
+                self.buf.extend_from_slice(b"\\N");
                 self
             }
         }
     }
 
     fn value(&mut self, v: impl std::fmt::Display) -> &mut Self {
-        use std::fmt::Write as _;
+        use std::io::Write as _;
         self.sep();
         let _ = write!(self.buf, "{v}");
         self
@@ -497,15 +524,17 @@ impl CopyRows {
     /// Microseconds, truncated like the binary encoding of the upsert path, so
     /// both paths write the same key.
     fn ts(&mut self, ts: DateTime<Utc>) -> &mut Self {
-        self.value(ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        self.value(ts.format("%Y-%m-%dT%H:%M:%S%.6fZ"))
     }
 
     fn json(
         &mut self,
         map: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<&mut Self, StoreError> {
-        let text = serde_json::to_string(map).map_err(|e| StoreError::Unstorable(e.to_string()))?;
-        Ok(self.text(&text))
+        self.sep();
+        serde_json::to_writer(EscapeCopyText(&mut self.buf), map)
+            .map_err(|e| StoreError::Unstorable(e.to_string()))?;
+        Ok(self)
     }
 
     async fn send(
@@ -514,7 +543,7 @@ impl CopyRows {
         statement: &str,
     ) -> Result<u64, StoreError> {
         let mut copy = tx.copy_in_raw(statement).await?;
-        copy.send(self.buf.into_bytes()).await?;
+        copy.send(self.buf).await?;
         Ok(copy.finish().await?)
     }
 }
@@ -1126,9 +1155,17 @@ mod tests {
                 .unwrap()
                 .into(),
         );
+        copy.row()
+            .json(
+                &serde_json::json!({"k": "tab\there", "n": 1})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            )
+            .unwrap();
         assert_eq!(
-            copy.buf,
-            "a\\tb\\\\c\\nd\t\\N\t42\nx\u{FFFD}y\t2022-05-01T23:29:32.918828Z"
+            String::from_utf8(copy.buf).unwrap(),
+            "a\\tb\\\\c\\nd\t\\N\t42\nx\u{FFFD}y\t2022-05-01T23:29:32.918828Z\n{\"k\":\"tab\\\\there\",\"n\":1}"
         );
     }
 
