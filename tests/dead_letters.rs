@@ -109,3 +109,39 @@ async fn malformed_messages_go_to_the_dlq_and_neighbours_land() {
     running.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_postgres_rejects_is_dead_lettered_alone() {
+    let env = TestEnv::new("unstorable").await;
+    let running = palisade::server::start(env.connections(), env.serve_settings(&["--writers=1"]))
+        .await
+        .unwrap();
+    let alerts = fixture("falco/alerts.jsonl");
+    let lines: Vec<&str> = alerts.lines().collect();
+    // A host name too large for the (host, ts) btree even after compression.
+    let mut huge: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    let noise: String = (0..600).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+    huge["hostname"] = noise.into();
+    let messages = [
+        lines[1].to_owned(),
+        "{\"output\": \"truncated".to_owned(),
+        huge.to_string(),
+        lines[2].to_owned(),
+    ];
+    let subject = env.subject("security.falco.alerts");
+    let batch = messages.iter().map(|m| (subject.clone(), m.clone().into()));
+    palisade::fixtures::publish_windowed(&env.js, batch, 16).await.unwrap();
+
+    env.wait_for_count("SELECT count(*) FROM events", 2, Duration::from_secs(30)).await;
+    env.wait_for_count("SELECT count(*) FROM dead_letters", 2, Duration::from_secs(30)).await;
+    let reasons: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM dead_letters ORDER BY stream_seq")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert!(reasons[0].contains("JSON"), "{reasons:?}");
+    assert!(reasons[1].starts_with("write failed"), "{reasons:?}");
+    assert!(reasons[1].contains("index row"), "{reasons:?}");
+    running.stop().await;
+    env.cleanup().await;
+}

@@ -56,9 +56,8 @@ impl Writer {
     #[instrument(skip_all, fields(projection = self.projection.name(), slot = slot, messages = decoded.batch.messages()))]
     pub async fn write(&self, slot: i32, decoded: &mut DecodedBatch) -> WriteSummary {
         let started = Instant::now();
-        let dead = std::mem::take(&mut decoded.batch.dead_letters);
-        self.dead_letter(&dead, &decoded.ackers).await;
-        decoded.batch.dead_letters = dead;
+        self.dead_letter(&decoded.batch.dead_letters, &decoded.ackers)
+            .await;
 
         let summary = match self
             .write_with_retry(slot, &decoded.batch, &decoded.ackers)
@@ -117,7 +116,8 @@ impl Writer {
     }
 
     /// After a permanent failure: each message alone; the ones that still fail are
-    /// dead-lettered with the database's reason.
+    /// dead-lettered with the database's reason. The dead letters (the decoder's
+    /// and these) are then recorded together.
     async fn write_one_by_one(
         &self,
         slot: i32,
@@ -126,6 +126,7 @@ impl Writer {
     ) -> WriteSummary {
         tracing::warn!(error = %first, "batch failed permanently; writing its messages one by one");
         let mut total = WriteSummary::default();
+        let mut unstorable = Vec::new();
         let records = std::mem::take(&mut decoded.batch.records);
         for (index, record) in records.into_iter().enumerate() {
             let single = Batch {
@@ -143,7 +144,7 @@ impl Writer {
                     };
                     tracing::error!(error = %err, stream = %position.stream, seq = position.seq,
                         "message cannot be stored; dead-lettering it");
-                    let dead = vec![DeadLetter {
+                    unstorable.push(DeadLetter {
                         position,
                         reason: format!("write failed: {err}"),
                         payload: decoded
@@ -151,18 +152,22 @@ impl Writer {
                             .get(index)
                             .map(|p| p.to_vec())
                             .unwrap_or_default(),
-                    }];
-                    self.dead_letter(&dead, &decoded.ackers).await;
-                    let only_dead = Batch {
-                        records: Vec::new(),
-                        dead_letters: dead,
-                    };
-                    // Recording the dead letter itself can only fail transiently.
-                    let _ = self
-                        .write_with_retry(slot, &only_dead, &decoded.ackers)
-                        .await;
+                    });
                 }
             }
+        }
+        self.dead_letter(&unstorable, &decoded.ackers).await;
+        decoded.batch.dead_letters.append(&mut unstorable);
+        let dead_only = Batch {
+            records: Vec::new(),
+            dead_letters: std::mem::take(&mut decoded.batch.dead_letters),
+        };
+        // A batch of dead-letter rows and offsets can only fail transiently.
+        if let Err(err) = self
+            .write_with_retry(slot, &dead_only, &decoded.ackers)
+            .await
+        {
+            tracing::error!(error = %err, "dead letters could not be recorded");
         }
         total
     }
