@@ -120,7 +120,9 @@ async fn a_message_postgres_rejects_is_dead_lettered_alone() {
     let lines: Vec<&str> = alerts.lines().collect();
     // A host name too large for the (host, ts) btree even after compression.
     let mut huge: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-    let noise: String = (0..600).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+    let noise: String = (0..600)
+        .map(|_| uuid::Uuid::new_v4().simple().to_string())
+        .collect();
     huge["hostname"] = noise.into();
     let messages = [
         lines[1].to_owned(),
@@ -130,10 +132,18 @@ async fn a_message_postgres_rejects_is_dead_lettered_alone() {
     ];
     let subject = env.subject("security.falco.alerts");
     let batch = messages.iter().map(|m| (subject.clone(), m.clone().into()));
-    palisade::fixtures::publish_windowed(&env.js, batch, 16).await.unwrap();
+    palisade::fixtures::publish_windowed(&env.js, batch, 16)
+        .await
+        .unwrap();
 
-    env.wait_for_count("SELECT count(*) FROM events", 2, Duration::from_secs(30)).await;
-    env.wait_for_count("SELECT count(*) FROM dead_letters", 2, Duration::from_secs(30)).await;
+    env.wait_for_count("SELECT count(*) FROM events", 2, Duration::from_secs(30))
+        .await;
+    env.wait_for_count(
+        "SELECT count(*) FROM dead_letters",
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
     let reasons: Vec<String> =
         sqlx::query_scalar("SELECT reason FROM dead_letters ORDER BY stream_seq")
             .fetch_all(&env.pool)

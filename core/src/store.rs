@@ -173,12 +173,16 @@ impl Store {
         slot: i32,
         batch: &Batch,
     ) -> Result<WriteSummary, StoreError> {
+        let mut rows = Rows::default();
+        for (position, decoded) in &batch.records {
+            rows.push(position, decoded);
+        }
         let mut result = self
-            .try_write_batch(projection, slot, batch, Insert::Copy)
+            .try_write_batch(projection, slot, batch, &rows, Insert::Copy)
             .await;
         if matches!(&result, Err(err) if err.is_duplicate()) {
             result = self
-                .try_write_batch(projection, slot, batch, Insert::Upsert)
+                .try_write_batch(projection, slot, batch, &rows, Insert::Upsert)
                 .await;
         }
         if let Err(err) = &result {
@@ -195,13 +199,10 @@ impl Store {
         projection: &str,
         slot: i32,
         batch: &Batch,
+        rows: &Rows<'_>,
         insert: Insert,
     ) -> Result<WriteSummary, StoreError> {
-        let mut rows = Rows::default();
-        for (position, decoded) in &batch.records {
-            rows.push(position, decoded);
-        }
-        self.ensure_partitions(&rows).await?;
+        self.ensure_partitions(rows).await?;
 
         let mut tx = self.pool.begin().await?;
         let mut summary = WriteSummary {
