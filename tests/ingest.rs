@@ -31,6 +31,9 @@ fn auth_log_envelope() -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_source_lands_in_postgres() {
     let env = TestEnv::new("ingest").await;
+    // Yesterday, so raw metrics and connections stay inside their 30-day retention
+    // whenever this runs.
+    let day = (chrono::Utc::now() - chrono::Days::new(1)).format("%Y-%m-%d");
     let running = palisade::server::start(env.connections(), env.serve_settings(&[]))
         .await
         .unwrap();
@@ -64,31 +67,31 @@ async fn every_source_lands_in_postgres() {
             .await;
     }
     let report: serde_json::Value = serde_json::from_str(&fixture("trivy/alpine-39.json")).unwrap();
-    let enveloped = json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "host": "proxmox-node-01",
+    let enveloped = json!({"v": 1, "ts": format!("{day}T10:00:00Z"), "host": "proxmox-node-01",
         "agent_id": "edge-1", "target_kind": "host", "report": report});
     env.publish("scan.trivy.results", enveloped.to_string())
         .await;
 
     env.publish("logs.auth", auth_log_envelope().to_string())
         .await;
-    let metrics = json!({"v": 1, "ts": "2026-11-20T10:15:00Z", "host": "proxmox-node-01",
+    let metrics = json!({"v": 1, "ts": format!("{day}T10:15:00Z"), "host": "proxmox-node-01",
         "agent_id": "edge-1", "metrics": [
             {"name": "cpu.usage_percent", "value": 12.5, "labels": {"cpu": "total"}},
-            {"name": "cpu.usage_percent", "value": 37.5, "labels": {"cpu": "total"}, "ts": "2026-11-20T10:45:00Z"},
-            {"name": "mem.used_bytes", "value": 8.0e9, "ts": "2026-11-20T11:05:00Z"}]});
+            {"name": "cpu.usage_percent", "value": 37.5, "labels": {"cpu": "total"}, "ts": format!("{day}T10:45:00Z")},
+            {"name": "mem.used_bytes", "value": 8.0e9, "ts": format!("{day}T11:05:00Z")}]});
     env.publish("telemetry.metrics.edge", metrics.to_string())
         .await;
-    let processes = json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "host": "proxmox-node-01",
+    let processes = json!({"v": 1, "ts": format!("{day}T10:00:00Z"), "host": "proxmox-node-01",
         "agent_id": "edge-1",
         "started": [
             {"pid": 812, "ppid": 1, "exe": "/usr/sbin/sshd", "cmdline": "sshd: /usr/sbin/sshd -D",
              "user": "root", "package": "openssh-server"},
             {"pid": 4242, "ppid": 812, "exe": "/bin/bash", "cmdline": "bash -i", "user": "root",
-             "ts": "2026-11-20T10:01:00Z"}],
-        "stopped": [{"pid": 4242, "ts": "2026-11-20T10:05:00Z"}]});
+             "ts": format!("{day}T10:01:00Z")}],
+        "stopped": [{"pid": 4242, "ts": format!("{day}T10:05:00Z")}]});
     env.publish("telemetry.processes.edge", processes.to_string())
         .await;
-    let connections = json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "host": "proxmox-node-01",
+    let connections = json!({"v": 1, "ts": format!("{day}T10:00:00Z"), "host": "proxmox-node-01",
         "agent_id": "edge-1", "connections": [
             {"fd": 3, "family": 2, "type": 1, "localaddr": {"ip": "0.0.0.0", "port": 22},
              "remoteaddr": {"ip": "", "port": 0}, "status": "LISTEN", "uids": [0, 0, 0, 0], "pid": 812},
@@ -97,12 +100,12 @@ async fn every_source_lands_in_postgres() {
              "uids": [0, 0, 0, 0], "pid": 812, "process": "sshd"}]});
     env.publish("topology.connections", connections.to_string())
         .await;
-    let drops = json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "host": "proxmox-node-01",
+    let drops = json!({"v": 1, "ts": format!("{day}T10:00:00Z"), "host": "proxmox-node-01",
         "drops": [{"src_ip": "198.51.100.7", "dst_ip": "10.0.0.5", "src_port": 4444, "dst_port": 22,
                    "protocol": "tcp", "iface": "eth0", "reason": "blocklist", "rule": "deny-tor-exit",
                    "packets": 12, "bytes": 840}]});
     env.publish("security.xdp.drops", drops.to_string()).await;
-    let malware = json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "host": "k8s-worker-3",
+    let malware = json!({"v": 1, "ts": format!("{day}T10:00:00Z"), "host": "k8s-worker-3",
         "scanner": "clamav", "findings": [{"signature": "Unix.Trojan.Mirai-7100807-0",
             "file_path": "/var/lib/containerd/rootfs/tmp/.x/mirai", "scan_source": "clamav",
             "pod": "web-7d9f", "namespace": "production", "image": "nginx:1.25",
@@ -237,9 +240,25 @@ async fn every_source_lands_in_postgres() {
     assert!(env.count("SELECT count(*) FROM host_packages hp JOIN packages p ON p.id = hp.package_id WHERE p.ecosystem = 'npm'").await >= 12);
 
     // Metrics, processes, connections, hosts.
+    // The two touched hours get rolled up, whether the server's own maintenance pass
+    // got there first or this one does.
+    palisade_schema::Maintenance::new(palisade_schema::Retention::default())
+        .run_once(&env.pool, chrono::Utc::now())
+        .await
+        .unwrap();
     assert_eq!(
         env.count("SELECT count(*) FROM metrics_rollup_pending")
             .await,
+        0
+    );
+    assert_eq!(
+        env.count(&format!(
+            "SELECT count(*) FROM metrics_hourly WHERE host = 'proxmox-node-01'
+               AND ((bucket = '{day} 10:00:00+00' AND name = 'cpu.usage_percent'
+                     AND samples = 2 AND avg_value = 25)
+                 OR (bucket = '{day} 11:00:00+00' AND name = 'mem.used_bytes'))"
+        ))
+        .await,
         2
     );
     assert_eq!(
