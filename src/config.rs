@@ -162,6 +162,57 @@ pub struct ServeSettings {
     /// Retention and maintenance.
     #[command(flatten)]
     pub retention: RetentionSettings,
+
+    /// The query API: tokens and limits.
+    #[command(flatten)]
+    pub api: ApiSettings,
+}
+
+/// The HTTP query API: who may call it and how much one request may cost.
+#[derive(Debug, Clone, Args)]
+pub struct ApiSettings {
+    /// API tokens as `name:scope+scope:sha256hex` entries, comma-separated (scopes: query,
+    /// status, *). `palisade token new <name>` makes one. Without any, the API is open,
+    /// which is allowed only when the HTTP address is loopback.
+    #[arg(long = "api-token", env = "PALISADE_API_TOKENS", value_delimiter = ',')]
+    pub api_tokens: Vec<crate::auth::ApiToken>,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "PALISADE_API_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub api_max_body_bytes: usize,
+
+    /// Longest a query may run, in milliseconds (also PostgreSQL's statement_timeout).
+    #[arg(long, env = "PALISADE_QUERY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub query_timeout_ms: u64,
+
+    /// Rows returned when a query names no limit.
+    #[arg(long, env = "PALISADE_QUERY_DEFAULT_LIMIT", default_value_t = 100)]
+    pub query_default_limit: u32,
+
+    /// Most rows one page may return, and the deepest a cursor may page.
+    #[arg(long, env = "PALISADE_QUERY_MAX_LIMIT", default_value_t = 10_000)]
+    pub query_max_limit: u32,
+
+    /// Most search hits a `stats` over full-text matches aggregates; beyond it the
+    /// answer says it is partial.
+    #[arg(
+        long,
+        env = "PALISADE_QUERY_MAX_STATS_HITS",
+        default_value_t = 1_000_000
+    )]
+    pub query_max_stats_hits: usize,
+}
+
+impl ApiSettings {
+    /// The configured tokens.
+    pub fn tokens(&self) -> crate::auth::Tokens {
+        crate::auth::Tokens::new(self.api_tokens.clone())
+    }
+
+    /// The query timeout.
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_millis(self.query_timeout_ms.max(1))
+    }
 }
 
 #[cfg(test)]

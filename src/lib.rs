@@ -6,6 +6,7 @@
 //! layer through [`api::app`] without a socket.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod fixtures;
 pub mod server;

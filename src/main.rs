@@ -42,6 +42,22 @@ enum Command {
     },
     /// Print what has been ingested (the same JSON as GET /api/v1/status).
     Status,
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a fresh token: prints the secret once, and the entry for PALISADE_API_TOKENS
+    /// (which holds only its SHA-256).
+    New {
+        /// Who will hold it (shows in logs).
+        name: String,
+        /// Scopes: query, status, or * for both.
+        #[arg(long, default_value = "*")]
+        scope: String,
+    },
 }
 
 #[tokio::main]
@@ -79,6 +95,13 @@ async fn main() -> anyhow::Result<()> {
             let client = palisade::connect_nats(&conn.nats_url).await?;
             let status = palisade::status::collect(&pool, &client, &conn.namespace()).await?;
             println!("{}", serde_json::to_string_pretty(&status)?);
+            Ok(())
+        }
+        Command::Token(TokenCommand::New { name, scope }) => {
+            let secret = palisade::auth::new_secret();
+            let entry = palisade::auth::ApiToken::entry_with_scope_text(&name, &scope, &secret)?;
+            println!("token (shown once; give it to {name}): {secret}");
+            println!("add to PALISADE_API_TOKENS (comma-separated): {entry}");
             Ok(())
         }
     }
