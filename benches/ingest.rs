@@ -19,39 +19,14 @@ use chrono::{DateTime, Utc};
 use palisade_core::model::{Decoded, Event, Metric};
 use serde_json::json;
 
-/// A small deterministic PRNG (xorshift64*), so every run publishes the same data.
-struct Rng(u64);
+mod support;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn ip(&mut self) -> String {
-        format!(
-            "{}.{}.{}.{}",
-            10 + self.below(200),
-            self.below(256),
-            self.below(256),
-            1 + self.below(254)
-        )
-    }
-}
+use support::{fixture as read_fixture, fresh_database, Rng};
 
 const HOSTS: usize = 200;
 const USERS: [&str; 8] = [
     "root", "admin", "ubuntu", "deploy", "postgres", "www-data", "git", "test",
 ];
-
-fn read_fixture(path: &str) -> String {
-    let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
-}
 
 struct Corpus {
     messages: Vec<(String, String)>,
@@ -217,34 +192,6 @@ fn copy_rows(corpus: &Corpus) -> (String, String) {
         }
     }
     (events, metrics)
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let (host, _) = base.rsplit_once('/').expect("database URL has a path");
-    query.map_or(format!("{host}/{database}"), |q| {
-        format!("{host}/{database}?{q}")
-    })
-}
-
-async fn fresh_database(admin_url: &str, name: &str) -> (String, sqlx::PgPool) {
-    let admin = sqlx::PgPool::connect(admin_url)
-        .await
-        .expect("PostgreSQL: run scripts/stack.sh up");
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let url = with_database(admin_url, name);
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    palisade_schema::migrate(&pool).await.unwrap();
-    (url, pool)
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {

@@ -1,0 +1,72 @@
+//! What the benchmarks share: a deterministic PRNG, fixture files and fresh databases.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+/// A small deterministic PRNG (xorshift64*), so every run builds the same data.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    /// A plausible IPv4 address.
+    pub fn ip(&mut self) -> String {
+        format!(
+            "{}.{}.{}.{}",
+            10 + self.below(200),
+            self.below(256),
+            self.below(256),
+            1 + self.below(254)
+        )
+    }
+}
+
+/// A file of the project's test fixtures.
+pub fn fixture(path: &str) -> String {
+    let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+}
+
+/// `url` pointing at `database` instead.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (host, _) = base.rsplit_once('/').expect("database URL has a path");
+    query.map_or(format!("{host}/{database}"), |q| {
+        format!("{host}/{database}?{q}")
+    })
+}
+
+/// Drops and creates `name`, migrates it, and returns its URL and a pool.
+pub async fn fresh_database(admin_url: &str, name: &str) -> (String, sqlx::PgPool) {
+    let admin = sqlx::PgPool::connect(admin_url)
+        .await
+        .expect("PostgreSQL: run scripts/stack.sh up");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = with_database(admin_url, name);
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    palisade_schema::migrate(&pool).await.unwrap();
+    (url, pool)
+}
