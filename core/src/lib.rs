@@ -14,4 +14,5 @@
 
 pub mod decode;
 pub mod model;
+pub mod search;
 pub mod store;

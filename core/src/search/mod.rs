@@ -1,0 +1,784 @@
+//! The search index: a tantivy index of every event, on local disk, one per node,
+//! kept up to date from the streams like any other projection.
+//!
+//! Documents are keyed by the same id as the `events` row ([`crate::store::row_id`]),
+//! so a hit joins back to PostgreSQL on `(ts, id)`. Each commit carries, in tantivy's
+//! commit payload, the last stream sequence applied per stream ([`Checkpoint`]);
+//! the projection resumes right after it, so restarts and replays neither lose nor
+//! duplicate a document.
+//!
+//! ```
+//! use palisade_core::search::{SearchIndex, WriterOptions};
+//! use palisade_core::{decode::decode, model::Decoded, store::{Batch, Position}};
+//! use tantivy::query::TermQuery;
+//!
+//! let index = SearchIndex::open_in_ram(WriterOptions::for_tests()).unwrap();
+//! let alert = br#"{"output":"Sensitive file opened (user=root file=/etc/shadow)","priority":"Warning",
+//!   "rule":"Read sensitive file untrusted","time":"2024-05-01T10:00:00Z","output_fields":{}}"#;
+//! let decoded = decode("falco.warning.read_sensitive_file", alert).unwrap();
+//! let position = Position { stream: "PALISADE_SECURITY".into(), seq: 1, subject: "falco.warning.x".into() };
+//! index.add_batch(&Batch { records: vec![(position, decoded)], dead_letters: vec![] }).unwrap();
+//! let checkpoint = index.commit().unwrap();
+//! assert_eq!(checkpoint.get("PALISADE_SECURITY"), Some(1));
+//!
+//! let term = index.text_term("/etc/shadow").unwrap();
+//! let page = index.search(&TermQuery::new(term, Default::default()), 10, 0).unwrap();
+//! assert_eq!(page.total, 1);
+//! ```
+
+pub mod document;
+pub mod schema;
+pub mod tokenizer;
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
+use tantivy::directory::error::LockError;
+use tantivy::directory::MmapDirectory;
+use tantivy::query::{Query, RangeQuery, TermQuery};
+use tantivy::schema::{FieldType, IndexRecordOption, Schema};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{
+    DocAddress, DocId, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, Searcher,
+    SegmentOrdinal, SegmentReader, TantivyError, Term,
+};
+use uuid::Uuid;
+
+pub use schema::{names, Fields};
+pub use tokenizer::{query_tokens, PalisadeTokenizer, TOKENIZER_NAME};
+
+use crate::model::{Decoded, Event};
+use crate::store::{row_id, Batch};
+
+/// Why the search index could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// tantivy failed (I/O on the index files, a corrupt segment, a bad query).
+    #[error("search index: {0}")]
+    Tantivy(#[from] TantivyError),
+    /// The index directory could not be created, read or emptied.
+    #[error("search index directory {}: {source}", path.display())]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The directory holds an index with another schema (an older Palisade).
+    #[error("the search index in {} has another schema; rebuild it with `palisade replay search`", path.display())]
+    SchemaMismatch {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Another process writes this index.
+    #[error("the search index in {} is in use by another process (stop `palisade up` first)", path.display())]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The last commit's payload is not a checkpoint.
+    #[error("the search index's commit payload is unreadable ({0}); rebuild it with `palisade replay search`")]
+    Payload(String),
+    /// Hits cannot be ordered by this field (not a fast date, u64 or keyword field).
+    #[error("search hits cannot be sorted by {0:?}")]
+    NotSortable(String),
+}
+
+/// How the index writer is sized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Memory the writer buffers documents in before it flushes a segment, in
+    /// bytes, shared by its threads (at least 15 MB per thread).
+    pub heap_bytes: usize,
+    /// Indexing threads (default 1: the projection writes batch after batch).
+    pub threads: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            heap_bytes: 64 * 1024 * 1024,
+            threads: 1,
+        }
+    }
+}
+
+impl WriterOptions {
+    /// A small writer for unit tests and examples.
+    pub fn for_tests() -> Self {
+        WriterOptions {
+            heap_bytes: 15_000_000,
+            threads: 1,
+        }
+    }
+}
+
+/// Version of the payload format.
+const PAYLOAD_VERSION: u32 = 1;
+
+/// The last stream sequence applied to the index, per stream: what a commit
+/// holds, and where the projection resumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    streams: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    v: u32,
+    #[serde(flatten)]
+    checkpoint: Checkpoint,
+}
+
+impl Checkpoint {
+    /// The last sequence of `stream` in the index, if any.
+    pub fn get(&self, stream: &str) -> Option<u64> {
+        self.streams.get(stream).copied()
+    }
+
+    /// Every stream and its last applied sequence.
+    pub fn streams(&self) -> &BTreeMap<String, u64> {
+        &self.streams
+    }
+
+    /// True when `seq` of `stream` is already applied.
+    pub fn holds(&self, stream: &str, seq: u64) -> bool {
+        self.get(stream).is_some_and(|last| seq <= last)
+    }
+
+    fn advance(&mut self, stream: &str, seq: u64) {
+        match self.streams.get_mut(stream) {
+            Some(last) => *last = (*last).max(seq),
+            None => {
+                self.streams.insert(stream.to_owned(), seq);
+            }
+        }
+    }
+
+    /// The commit payload holding this checkpoint.
+    pub fn to_payload(&self) -> String {
+        serde_json::to_string(&Payload {
+            v: PAYLOAD_VERSION,
+            checkpoint: self.clone(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// Reads a commit payload; no payload is the empty checkpoint.
+    pub fn from_payload(payload: Option<&str>) -> Result<Checkpoint, SearchError> {
+        let Some(text) = payload.filter(|p| !p.is_empty()) else {
+            return Ok(Checkpoint::default());
+        };
+        let payload: Payload =
+            serde_json::from_str(text).map_err(|e| SearchError::Payload(e.to_string()))?;
+        if payload.v != PAYLOAD_VERSION {
+            return Err(SearchError::Payload(format!("version {}", payload.v)));
+        }
+        Ok(payload.checkpoint)
+    }
+}
+
+/// What [`SearchIndex::add_batch`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddSummary {
+    /// Documents added.
+    pub documents: u64,
+    /// Messages skipped because the index already holds them (redeliveries).
+    pub skipped: u64,
+}
+
+/// One search hit: the key of its `events` row and, when ranked by relevance, its score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchHit {
+    /// Event id.
+    pub id: Uuid,
+    /// Event time (microseconds).
+    pub ts: DateTime<Utc>,
+    /// BM25 score; `None` when the hits are ordered by a field or not at all.
+    pub score: Option<Score>,
+}
+
+/// A page of hits and how many documents matched in all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchPage {
+    /// Every matching document, not only this page.
+    pub total: usize,
+    /// The page.
+    pub hits: Vec<SearchHit>,
+}
+
+struct WriterState {
+    writer: IndexWriter,
+    /// What the last commit holds.
+    committed: Checkpoint,
+    /// What the index holds once the next commit succeeds.
+    pending: Checkpoint,
+    /// Documents added or deleted since the last commit.
+    dirty: bool,
+}
+
+/// The search index: its writer (one per process; tantivy locks the directory)
+/// and a reader that sees every commit.
+pub struct SearchIndex {
+    index: Index,
+    reader: IndexReader,
+    schema: Schema,
+    fields: Fields,
+    dir: Option<PathBuf>,
+    writer: Mutex<WriterState>,
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchIndex")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SearchIndex {
+    /// Opens the index in `dir`, creating the directory and an empty index when
+    /// there is none.
+    pub fn open(dir: &Path, options: WriterOptions) -> Result<SearchIndex, SearchError> {
+        let io = |source| SearchError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let (schema, _) = schema::build();
+        let index = if dir.join("meta.json").exists() {
+            let index = Index::open_in_dir(dir)?;
+            if index.schema() != schema {
+                return Err(SearchError::SchemaMismatch {
+                    path: dir.to_owned(),
+                });
+            }
+            index
+        } else {
+            let directory = MmapDirectory::open(dir).map_err(|e| io(std::io::Error::other(e)))?;
+            Index::create(directory, schema, tantivy::IndexSettings::default())?
+        };
+        Self::with_index(index, Some(dir.to_owned()), options)
+    }
+
+    /// Empties `dir` and creates a new index there (for `palisade replay search`).
+    /// Fails with [`SearchError::Locked`] while another process writes the index.
+    pub fn recreate(dir: &Path, options: WriterOptions) -> Result<SearchIndex, SearchError> {
+        let io = |source| SearchError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        if dir.join("meta.json").exists() {
+            // Take the writer lock once, so a running server's index is never wiped.
+            let existing = Index::open_in_dir(dir)?;
+            let probe: Result<IndexWriter, _> = existing.writer_with_num_threads(1, 15_000_000);
+            drop(probe.map_err(|e| locked_or(e, dir))?);
+        }
+        if dir.exists() {
+            for entry in std::fs::read_dir(dir).map_err(io)? {
+                let path = entry.map_err(io)?.path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path).map_err(io)?;
+                } else {
+                    std::fs::remove_file(&path).map_err(io)?;
+                }
+            }
+        }
+        Self::open(dir, options)
+    }
+
+    /// A new index in memory (tests).
+    pub fn open_in_ram(options: WriterOptions) -> Result<SearchIndex, SearchError> {
+        let (schema, _) = schema::build();
+        Self::with_index(Index::create_in_ram(schema), None, options)
+    }
+
+    fn with_index(
+        index: Index,
+        dir: Option<PathBuf>,
+        options: WriterOptions,
+    ) -> Result<SearchIndex, SearchError> {
+        index
+            .tokenizers()
+            .register(TOKENIZER_NAME, PalisadeTokenizer);
+        let (schema, fields) = schema::build();
+        let committed = Checkpoint::from_payload(index.load_metas()?.payload.as_deref())?;
+        let writer = index
+            .writer_with_num_threads(
+                options.threads.max(1),
+                options.heap_bytes.max(15_000_000 * options.threads.max(1)),
+            )
+            .map_err(|e| match &dir {
+                Some(path) => locked_or(e, path),
+                None => SearchError::Tantivy(e),
+            })?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        tracing::info!(dir = ?dir, checkpoint = ?committed.streams(), "search index open");
+        Ok(SearchIndex {
+            index,
+            reader,
+            schema,
+            fields,
+            dir,
+            writer: Mutex::new(WriterState {
+                writer,
+                pending: committed.clone(),
+                committed,
+                dirty: false,
+            }),
+        })
+    }
+
+    fn writer(&self) -> MutexGuard<'_, WriterState> {
+        self.writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The tantivy index (its tokenizers include `palisade`).
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Where the index lives (`None` in memory).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// What the last commit holds: where the projection resumes.
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.writer().committed.clone()
+    }
+
+    // ---- writing ----------------------------------------------------------------
+
+    /// Adds the events of every message of `batch` that the index does not hold
+    /// yet (stream sequence above the checkpoint), and moves the checkpoint over
+    /// every message of the batch, dead letters and non-event messages included.
+    /// Nothing is visible or durable before [`SearchIndex::commit`]. CPU work: call
+    /// it off the async executor.
+    pub fn add_batch(&self, batch: &Batch) -> Result<AddSummary, SearchError> {
+        let mut state = self.writer();
+        let mut summary = AddSummary::default();
+        for (position, decoded) in &batch.records {
+            if state.pending.holds(&position.stream, position.seq) {
+                summary.skipped += 1;
+                continue;
+            }
+            if let Decoded::Events(events) = decoded {
+                summary.documents +=
+                    self.add_events(&state, &position.stream, position.seq, events)?;
+            }
+            state.pending.advance(&position.stream, position.seq);
+            state.dirty = true;
+        }
+        for dead in &batch.dead_letters {
+            if state
+                .pending
+                .holds(&dead.position.stream, dead.position.seq)
+            {
+                summary.skipped += 1;
+            } else {
+                state
+                    .pending
+                    .advance(&dead.position.stream, dead.position.seq);
+                state.dirty = true;
+            }
+        }
+        Ok(summary)
+    }
+
+    fn add_events(
+        &self,
+        state: &WriterState,
+        stream: &str,
+        seq: u64,
+        events: &[Event],
+    ) -> Result<u64, SearchError> {
+        for (index, event) in events.iter().enumerate() {
+            let id = row_id(stream, seq, index);
+            state
+                .writer
+                .add_document(document::event_document(&self.fields, id, event))?;
+        }
+        Ok(events.len() as u64)
+    }
+
+    /// Makes everything added or deleted so far durable and visible, with the
+    /// checkpoint in the commit payload; returns that checkpoint. A no-op when
+    /// nothing changed. Blocks (fsync): call it off the async executor.
+    pub fn commit(&self) -> Result<Checkpoint, SearchError> {
+        let mut state = self.writer();
+        if !state.dirty {
+            return Ok(state.committed.clone());
+        }
+        let payload = state.pending.to_payload();
+        let mut prepared = state.writer.prepare_commit()?;
+        prepared.set_payload(&payload);
+        prepared.commit()?;
+        state.committed = state.pending.clone();
+        state.dirty = false;
+        let checkpoint = state.committed.clone();
+        drop(state);
+        self.reader.reload()?;
+        Ok(checkpoint)
+    }
+
+    /// Drops everything added since the last commit; the checkpoint goes back to
+    /// the committed one, which it returns.
+    pub fn rollback(&self) -> Result<Checkpoint, SearchError> {
+        let mut state = self.writer();
+        if state.dirty {
+            state.writer.rollback()?;
+            state.pending = state.committed.clone();
+            state.dirty = false;
+        }
+        Ok(state.committed.clone())
+    }
+
+    /// Deletes every document older than `cutoff` and commits; returns how many
+    /// were deleted. Retention: the maintenance loop passes the start of the
+    /// oldest day the `events` table keeps.
+    pub fn delete_before(&self, cutoff: DateTime<Utc>) -> Result<u64, SearchError> {
+        let range = RangeQuery::new(
+            Bound::Unbounded,
+            Bound::Excluded(Term::from_field_date(
+                self.fields.ts,
+                document::index_time(cutoff),
+            )),
+        );
+        let doomed = self.searcher().search(&range, &Count)? as u64;
+        if doomed == 0 {
+            return Ok(0);
+        }
+        {
+            let mut state = self.writer();
+            state.writer.delete_query(Box::new(range))?;
+            state.dirty = true;
+        }
+        self.commit()?;
+        Ok(doomed)
+    }
+
+    // ---- reading ----------------------------------------------------------------
+
+    /// A searcher over the last commit.
+    pub fn searcher(&self) -> Searcher {
+        self.reader.searcher()
+    }
+
+    /// The schema (field names in [`names`]).
+    pub fn schema(&self) -> Schema {
+        self.schema.clone()
+    }
+
+    /// Handles of every field.
+    pub fn fields(&self) -> &Fields {
+        &self.fields
+    }
+
+    /// Query-side tokens of `text` for the `text` field: whole tokens only.
+    pub fn query_tokens(&self, text: &str) -> Vec<String> {
+        query_tokens(text)
+    }
+
+    /// The term of the `text` field for one query token (`None` when `text`
+    /// holds no token; its first token when it holds several).
+    pub fn text_term(&self, text: &str) -> Option<Term> {
+        query_tokens(text)
+            .first()
+            .map(|t| Term::from_field_text(self.fields.text, t))
+    }
+
+    /// Documents in the last commit.
+    pub fn doc_count(&self) -> u64 {
+        self.searcher().num_docs()
+    }
+
+    /// Bytes the index takes: its files on disk, or its segments in memory.
+    pub fn size_on_disk(&self) -> Result<u64, SearchError> {
+        match &self.dir {
+            Some(dir) => dir_size(dir).map_err(|source| SearchError::Io {
+                path: dir.clone(),
+                source,
+            }),
+            None => Ok(self
+                .searcher()
+                .space_usage()
+                .map_err(|e| SearchError::Tantivy(e.into()))?
+                .total()
+                .get_bytes()),
+        }
+    }
+
+    /// The page `[offset, offset + limit)` of hits, best BM25 score first.
+    pub fn search(
+        &self,
+        query: &dyn Query,
+        limit: usize,
+        offset: usize,
+    ) -> Result<SearchPage, SearchError> {
+        let searcher = self.searcher();
+        if limit == 0 {
+            return Ok(SearchPage {
+                total: searcher.search(query, &Count)?,
+                hits: Vec::new(),
+            });
+        }
+        let top = TopDocs::with_limit(limit)
+            .and_offset(offset)
+            .order_by_score();
+        let (total, docs) = searcher.search(query, &(Count, top))?;
+        let hits = docs
+            .into_iter()
+            .map(|(score, address)| hit_at(&searcher, address, Some(score)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SearchPage {
+            total,
+            hits: hits.into_iter().flatten().collect(),
+        })
+    }
+
+    /// The page `[offset, offset + limit)` of hits ordered by the fast field
+    /// `field` (`ts`, `severity_level` or a keyword field).
+    pub fn search_sorted(
+        &self,
+        query: &dyn Query,
+        field: &str,
+        order: Order,
+        limit: usize,
+        offset: usize,
+    ) -> Result<SearchPage, SearchError> {
+        let searcher = self.searcher();
+        let entry = self
+            .schema
+            .get_field(field)
+            .map(|f| self.schema.get_field_entry(f))
+            .ok()
+            .filter(|e| e.is_fast())
+            .ok_or_else(|| SearchError::NotSortable(field.to_owned()))?;
+        if limit == 0 {
+            return Ok(SearchPage {
+                total: searcher.search(query, &Count)?,
+                hits: Vec::new(),
+            });
+        }
+        let top = TopDocs::with_limit(limit).and_offset(offset);
+        let (total, addresses): (usize, Vec<DocAddress>) = match entry.field_type() {
+            FieldType::Date(_) => {
+                let c = top.order_by_fast_field::<tantivy::DateTime>(field, order);
+                let (n, docs) = searcher.search(query, &(Count, c))?;
+                (n, docs.into_iter().map(|(_, a)| a).collect())
+            }
+            FieldType::U64(_) => {
+                let c = top.order_by_fast_field::<u64>(field, order);
+                let (n, docs) = searcher.search(query, &(Count, c))?;
+                (n, docs.into_iter().map(|(_, a)| a).collect())
+            }
+            FieldType::Str(_) => {
+                let c = top.order_by_string_fast_field(field, order);
+                let (n, docs) = searcher.search(query, &(Count, c))?;
+                (n, docs.into_iter().map(|(_, a)| a).collect())
+            }
+            _ => return Err(SearchError::NotSortable(field.to_owned())),
+        };
+        let hits = addresses
+            .into_iter()
+            .map(|address| hit_at(&searcher, address, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SearchPage {
+            total,
+            hits: hits.into_iter().flatten().collect(),
+        })
+    }
+
+    /// The keys of the matching documents, at most `cap` of them, in no
+    /// particular order (for stats over full-text matches); `total` counts all.
+    pub fn collect_keys(&self, query: &dyn Query, cap: usize) -> Result<SearchPage, SearchError> {
+        Ok(self.searcher().search(query, &KeyCollector { cap })?)
+    }
+
+    /// A snippet generator for `query` over the `text` field; feed it the
+    /// event's message (the index does not store text).
+    pub fn snippet_generator(&self, query: &dyn Query) -> Result<SnippetGenerator, SearchError> {
+        Ok(SnippetGenerator::create(
+            &self.searcher(),
+            query,
+            self.fields.text,
+        )?)
+    }
+
+    /// The best fragment of `text` for `query`, matches in `<b>…</b>`, HTML-escaped;
+    /// empty when nothing in `text` matches.
+    pub fn snippet(&self, query: &dyn Query, text: &str) -> Result<String, SearchError> {
+        let snippet = self.snippet_generator(query)?.snippet(text);
+        Ok(if snippet.is_empty() {
+            String::new()
+        } else {
+            snippet.to_html()
+        })
+    }
+
+    /// The time of event `id`, if the index holds it (the partition key of its row).
+    pub fn lookup_ts(&self, id: Uuid) -> Result<Option<DateTime<Utc>>, SearchError> {
+        let term = Term::from_field_text(self.fields.id, &id.hyphenated().to_string());
+        let query = TermQuery::new(term, IndexRecordOption::Basic);
+        let page = self.search_sorted(&query, names::TS, Order::Desc, 1, 0)?;
+        Ok(page.hits.first().map(|h| h.ts))
+    }
+}
+
+/// Maps tantivy's lock error to [`SearchError::Locked`].
+fn locked_or(error: TantivyError, dir: &Path) -> SearchError {
+    match error {
+        TantivyError::LockFailure(LockError::LockBusy, _) => SearchError::Locked {
+            path: dir.to_owned(),
+        },
+        other => SearchError::Tantivy(other),
+    }
+}
+
+fn dir_size(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+/// Reads a document's key from the `ts` and `id` fast fields.
+struct KeyColumns {
+    ts: tantivy::columnar::Column<tantivy::DateTime>,
+    id: Option<tantivy::columnar::StrColumn>,
+    buf: String,
+}
+
+impl KeyColumns {
+    fn open(segment: &SegmentReader) -> tantivy::Result<KeyColumns> {
+        let fast = segment.fast_fields();
+        Ok(KeyColumns {
+            ts: fast.date(names::TS)?,
+            id: fast.str(names::ID)?,
+            buf: String::new(),
+        })
+    }
+
+    fn key(&mut self, doc: DocId, score: Option<Score>) -> tantivy::Result<Option<SearchHit>> {
+        let (Some(ts), Some(ids)) = (self.ts.first(doc), &self.id) else {
+            return Ok(None);
+        };
+        let Some(ord) = ids.term_ords(doc).next() else {
+            return Ok(None);
+        };
+        self.buf.clear();
+        ids.ord_to_str(ord, &mut self.buf)?;
+        let (Ok(id), Some(ts)) = (
+            self.buf.parse::<Uuid>(),
+            DateTime::<Utc>::from_timestamp_micros(ts.into_timestamp_micros()),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(SearchHit { id, ts, score }))
+    }
+}
+
+fn hit_at(
+    searcher: &Searcher,
+    address: DocAddress,
+    score: Option<Score>,
+) -> tantivy::Result<Option<SearchHit>> {
+    KeyColumns::open(searcher.segment_reader(address.segment_ord))?.key(address.doc_id, score)
+}
+
+/// Collects the keys of up to `cap` matching documents and counts them all.
+struct KeyCollector {
+    cap: usize,
+}
+
+struct KeySegmentCollector {
+    columns: KeyColumns,
+    cap: usize,
+    total: usize,
+    hits: Vec<SearchHit>,
+    error: Option<TantivyError>,
+}
+
+impl Collector for KeyCollector {
+    type Fruit = SearchPage;
+    type Child = KeySegmentCollector;
+
+    fn for_segment(
+        &self,
+        _segment_local_id: SegmentOrdinal,
+        segment: &SegmentReader,
+    ) -> tantivy::Result<KeySegmentCollector> {
+        Ok(KeySegmentCollector {
+            columns: KeyColumns::open(segment)?,
+            cap: self.cap,
+            total: 0,
+            hits: Vec::new(),
+            error: None,
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(
+        &self,
+        fruits: Vec<tantivy::Result<SearchPage>>,
+    ) -> tantivy::Result<SearchPage> {
+        let mut page = SearchPage::default();
+        for fruit in fruits {
+            let fruit = fruit?;
+            page.total += fruit.total;
+            let room = self.cap.saturating_sub(page.hits.len());
+            page.hits.extend(fruit.hits.into_iter().take(room));
+        }
+        Ok(page)
+    }
+}
+
+impl SegmentCollector for KeySegmentCollector {
+    type Fruit = tantivy::Result<SearchPage>;
+
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        self.total += 1;
+        if self.hits.len() >= self.cap || self.error.is_some() {
+            return;
+        }
+        match self.columns.key(doc, None) {
+            Ok(Some(hit)) => self.hits.push(hit),
+            Ok(None) => {}
+            Err(e) => self.error = Some(e),
+        }
+    }
+
+    fn harvest(self) -> tantivy::Result<SearchPage> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(SearchPage {
+                total: self.total,
+                hits: self.hits,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
