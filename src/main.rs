@@ -45,6 +45,26 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Run an SRQL query on a running Palisade and print the rows as a table.
+    Query {
+        /// The SRQL text, e.g. 'host:web-01 AND severity:>=high "reverse shell"'.
+        srql: String,
+        /// Rows to fetch (default: the server's default, 100).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Print the server's JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Show the plan, SQL, parameters and search query instead of running it.
+        #[arg(long)]
+        explain: bool,
+        /// The Palisade HTTP server.
+        #[arg(long, env = "PALISADE_SERVER", default_value = "http://127.0.0.1:7311")]
+        server: String,
+        /// API token with the `query` scope (not needed when the server has no tokens).
+        #[arg(long, env = "PALISADE_API_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +117,34 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(())
         }
+        Command::Query {
+            srql,
+            limit,
+            json,
+            explain,
+            server,
+            token,
+        } => {
+            let client = palisade::client::ApiClient::new(&server, token)?;
+            let answer = if explain {
+                let q: String = url_encode(&srql);
+                client.get_json(&format!("/api/v1/query/explain?q={q}")).await?
+            } else {
+                client
+                    .post_json("/api/v1/query", &serde_json::json!({"q": srql, "limit": limit}))
+                    .await?
+            };
+            if json || explain {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                let width = std::env::var("COLUMNS")
+                    .ok()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(160);
+                println!("{}", palisade::client::render_table(&answer, width));
+            }
+            Ok(())
+        }
         Command::Token(TokenCommand::New { name, scope }) => {
             let secret = palisade::auth::new_secret();
             let entry = palisade::auth::ApiToken::entry_with_scope_text(&name, &scope, &secret)?;
@@ -105,6 +153,18 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Percent-encodes `text` for a URL query value.
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 async fn replay(conn: Connections, name: &str, ingest: IngestSettings) -> anyhow::Result<()> {
