@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod projection;
 pub mod replay;
+pub mod search;
 pub mod source;
 pub mod streams;
 pub mod write;
@@ -48,6 +49,9 @@ pub enum IngestError {
     /// The store failed permanently outside any batch (e.g. while truncating for a replay).
     #[error(transparent)]
     Store(#[from] palisade_core::store::StoreError),
+    /// The search index failed (disk, lock, corrupt payload).
+    #[error(transparent)]
+    Search(#[from] palisade_core::search::SearchError),
 }
 
 impl IngestError {

@@ -91,7 +91,7 @@ async fn consume(
     tracing::info!(projection = projection.name(), stream = %consumer.cached_info().stream_name, "consuming");
     let lag = watch_lag(
         pipeline,
-        projection,
+        projection.name(),
         consumer.clone(),
         shutdown.child_token(),
     );
@@ -160,9 +160,9 @@ fn give_slot(slots: &Mutex<Vec<i32>>, slot: i32) {
 }
 
 /// Samples the consumer's lag (pending + unacknowledged) every 5 s into the metrics.
-fn watch_lag(
+pub(crate) fn watch_lag(
     pipeline: &Pipeline,
-    projection: Projection,
+    projection: &'static str,
     mut consumer: jetstream::consumer::PullConsumer,
     stop: CancellationToken,
 ) -> CancellationToken {
@@ -172,7 +172,7 @@ fn watch_lag(
         loop {
             if let Ok(info) = consumer.info().await {
                 let labels = ConsumerLabels {
-                    projection: projection.name().to_owned(),
+                    projection: projection.to_owned(),
                     stream: info.stream_name.clone(),
                 };
                 let lag = info.num_pending as i64 + info.num_ack_pending as i64;
