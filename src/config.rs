@@ -148,6 +148,73 @@ impl RetentionSettings {
     }
 }
 
+/// The search index (one per node) and its projection.
+#[derive(Debug, Clone, Args)]
+pub struct SearchSettings {
+    /// Folder of this node's tantivy index (default: `$PALISADE_HOME/search`, else
+    /// `./data/search`). One process at a time may write it.
+    #[arg(long, env = "PALISADE_SEARCH_INDEX_DIR")]
+    pub search_index_dir: Option<std::path::PathBuf>,
+
+    /// This node's name; its search consumers are `palisade-search-<node>` (default:
+    /// the host name). Unique per index: two processes must not share one.
+    #[arg(long, env = "PALISADE_SEARCH_NODE")]
+    pub search_node: Option<String>,
+
+    /// Shortest time between two index commits, in milliseconds; messages are
+    /// acknowledged after the commit that holds them.
+    #[arg(
+        long,
+        env = "PALISADE_SEARCH_COMMIT_INTERVAL_MS",
+        default_value_t = 1000
+    )]
+    pub search_commit_interval_ms: u64,
+
+    /// Memory the index writer buffers documents in, in MiB (at least 15).
+    #[arg(long, env = "PALISADE_SEARCH_WRITER_HEAP_MB", default_value_t = 64)]
+    pub search_writer_heap_mb: usize,
+}
+
+impl SearchSettings {
+    /// The index folder.
+    pub fn index_dir(&self) -> std::path::PathBuf {
+        self.search_index_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("PALISADE_HOME")
+                .filter(|home| !home.is_empty())
+                .map_or_else(|| "data".into(), std::path::PathBuf::from)
+                .join("search")
+        })
+    }
+
+    /// The index writer's size.
+    pub fn writer_options(&self) -> palisade_core::search::WriterOptions {
+        palisade_core::search::WriterOptions {
+            heap_bytes: self.search_writer_heap_mb.max(15) * 1024 * 1024,
+            ..Default::default()
+        }
+    }
+
+    /// The projection's settings; the node defaults to the host name.
+    pub fn search_config(&self) -> palisade_consumers::search::SearchConfig {
+        let node = self
+            .search_node
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .or_else(|| std::env::var("HOSTNAME").ok())
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+            })
+            .unwrap_or_else(|| "localhost".to_owned());
+        palisade_consumers::search::SearchConfig {
+            node,
+            commit_interval: Duration::from_millis(self.search_commit_interval_ms.max(1)),
+        }
+    }
+}
+
 /// Settings of `palisade up`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeSettings {
@@ -162,6 +229,10 @@ pub struct ServeSettings {
     /// Retention and maintenance.
     #[command(flatten)]
     pub retention: RetentionSettings,
+
+    /// The search index.
+    #[command(flatten)]
+    pub search: SearchSettings,
 
     /// The query API: tokens and limits.
     #[command(flatten)]
@@ -241,5 +312,38 @@ mod tests {
         assert_eq!(ingest.batch_max_wait, Duration::from_millis(50));
         assert_eq!(ingest.namespace.subject("logs.auth"), "t1.logs.auth");
         assert!(Cli::try_parse_from(["palisade", "--writers", "many"]).is_err());
+    }
+
+    #[test]
+    fn search_settings_parse() {
+        let cli = Cli::try_parse_from(["palisade"]).expect("defaults parse");
+        let search = cli.serve.search.search_config();
+        assert_eq!(search.commit_interval, Duration::from_secs(1));
+        assert!(!search.node.is_empty());
+        assert!(cli.serve.search.index_dir().ends_with("search"));
+        let cli = Cli::try_parse_from([
+            "palisade",
+            "--search-index-dir=/tmp/idx",
+            "--search-node=n1",
+            "--search-commit-interval-ms=250",
+            "--search-writer-heap-mb=1",
+        ])
+        .expect("flags parse");
+        assert_eq!(
+            cli.serve.search.index_dir(),
+            std::path::Path::new("/tmp/idx")
+        );
+        assert_eq!(
+            cli.serve.search.search_config().durable_name(),
+            "palisade-search-n1"
+        );
+        assert_eq!(
+            cli.serve.search.search_config().commit_interval,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            cli.serve.search.writer_options().heap_bytes,
+            15 * 1024 * 1024
+        );
     }
 }

@@ -2,9 +2,8 @@
 
 use std::io::IsTerminal;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use palisade::config::{Connections, IngestSettings, ServeSettings};
+use palisade::config::{Connections, IngestSettings, SearchSettings, ServeSettings};
 use palisade_consumers::Projection;
 
 /// Palisade: an event-sourced streaming SIEM core (NATS JetStream in, PostgreSQL out).
@@ -24,12 +23,14 @@ enum Command {
     Up(ServeSettings),
     /// Apply the database migrations and exit.
     Migrate,
-    /// Empty a projection's tables and rebuild them from the streams.
+    /// Empty a projection's tables (or this node's search index) and rebuild them from the streams.
     Replay {
-        /// Projection: events, metrics, processes, connections or vulns.
+        /// Projection: events, metrics, processes, connections, vulns or search.
         projection: String,
         #[command(flatten)]
         ingest: IngestSettings,
+        #[command(flatten)]
+        search: SearchSettings,
     },
     /// Publish the bundled public sample data (real Falco alerts, Trivy reports, an
     /// auth log) to the streams, idempotently. Rows it creates say agent_id "palisade-fixtures".
@@ -100,7 +101,11 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied; time-series mode: {mode:?}");
             Ok(())
         }
-        Command::Replay { projection, ingest } => replay(conn, &projection, ingest).await,
+        Command::Replay {
+            projection,
+            ingest,
+            search,
+        } => replay(conn, &projection, ingest, search).await,
         Command::LoadFixtures { dir, ingest } => {
             let client = palisade::connect_nats(&conn.nats_url).await?;
             let js = async_nats::jetstream::new(client);
@@ -167,12 +172,21 @@ fn url_encode(text: &str) -> String {
         .collect()
 }
 
-async fn replay(conn: Connections, name: &str, ingest: IngestSettings) -> anyhow::Result<()> {
-    let projection = Projection::parse(name).with_context(|| {
+async fn replay(
+    conn: Connections,
+    name: &str,
+    ingest: IngestSettings,
+    search: SearchSettings,
+) -> anyhow::Result<()> {
+    let search_name = palisade_consumers::search::NAME;
+    let projection = Projection::parse(name);
+    if projection.is_none() && name != search_name {
         let names: Vec<_> = Projection::ALL.iter().map(|p| p.name()).collect();
-        format!("unknown projection {name:?}; one of: {}", names.join(", "))
-    })?;
-    let pipeline = palisade::server::pipeline(&conn, &ingest).await?;
+        anyhow::bail!(
+            "unknown projection {name:?}; one of: {}, {search_name}",
+            names.join(", ")
+        );
+    }
     let bar = indicatif::ProgressBar::new(0);
     if std::io::stderr().is_terminal() {
         bar.set_style(
@@ -185,11 +199,21 @@ async fn replay(conn: Connections, name: &str, ingest: IngestSettings) -> anyhow
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     bar.set_message(format!("replaying {name}"));
-    let report = palisade_consumers::replay::replay(&pipeline, projection, |done, total| {
+    let progress = |done, total| {
         bar.set_length(total);
         bar.set_position(done);
-    })
-    .await?;
+    };
+    let Some(projection) = projection else {
+        let report = palisade::server::replay_search(&conn, &ingest, &search, progress).await?;
+        bar.finish();
+        println!(
+            "replayed {} messages into the search index ({} documents)",
+            report.messages, report.documents
+        );
+        return Ok(());
+    };
+    let pipeline = palisade::server::pipeline(&conn, &ingest).await?;
+    let report = palisade_consumers::replay::replay(&pipeline, projection, progress).await?;
     bar.finish();
     println!("replayed {} messages into {name}", report.messages);
     Ok(())

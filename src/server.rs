@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use palisade_consumers::{IngestMetrics, Pipeline, Projection};
+use palisade_core::search::SearchIndex;
 use palisade_core::store::Store;
 use palisade_schema::Maintenance;
 use tokio::task::JoinHandle;
@@ -47,6 +48,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The shared pipeline.
     pub pipeline: Arc<Pipeline>,
+    /// This node's search index, fed by the search projection.
+    pub search: Arc<SearchIndex>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -69,6 +72,7 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
         .await
         .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
     let http_addr = listener.local_addr()?;
+    let search = open_search_index(&settings.search).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
 
@@ -79,6 +83,12 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
             shutdown.clone(),
         )));
     }
+    tasks.push(tokio::spawn(palisade_consumers::search::run_search(
+        pipeline.clone(),
+        search.clone(),
+        settings.search.search_config(),
+        shutdown.clone(),
+    )));
 
     let maintenance = Maintenance::new(settings.retention.retention());
     let interval = Duration::from_secs(settings.retention.maintenance_interval_secs.max(1));
@@ -86,6 +96,7 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
         pipeline.store.pool().clone(),
         maintenance,
         interval,
+        (search.clone(), settings.retention.retention().events_days),
         shutdown.clone(),
     )));
 
@@ -102,6 +113,7 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
     Ok(Running {
         http_addr,
         pipeline,
+        search,
         shutdown,
         tasks,
     })
@@ -141,13 +153,67 @@ async fn shutdown_signal() {
     }
 }
 
+/// `palisade replay search`: empties this node's search index (refused while a
+/// running Palisade holds it) and rebuilds it from the streams.
+pub async fn replay_search(
+    conn: &Connections,
+    ingest: &IngestSettings,
+    search: &crate::config::SearchSettings,
+    progress: impl Fn(u64, u64),
+) -> anyhow::Result<palisade_consumers::search::SearchReplayReport> {
+    let pipeline = pipeline(conn, ingest).await?;
+    let dir = search.index_dir();
+    let options = search.writer_options();
+    let index = tokio::task::spawn_blocking(move || SearchIndex::recreate(&dir, options)).await??;
+    let index = Arc::new(index);
+    let interval = search.search_config().commit_interval;
+    Ok(palisade_consumers::search::replay_search(&pipeline, &index, interval, progress).await?)
+}
+
+/// Opens (or creates) this node's search index, off the async executor.
+pub async fn open_search_index(
+    settings: &crate::config::SearchSettings,
+) -> anyhow::Result<Arc<SearchIndex>> {
+    let dir = settings.index_dir();
+    let options = settings.writer_options();
+    let index = tokio::task::spawn_blocking(move || SearchIndex::open(&dir, options)).await??;
+    Ok(Arc::new(index))
+}
+
+/// The search index's retention: documents older than the events table keeps
+/// (the start of the oldest day whose partition survives) are deleted.
+async fn search_retention(index: &Arc<SearchIndex>, events_days: Option<u32>) {
+    let Some(cutoff) = events_days
+        .and_then(|d| {
+            chrono::Utc::now()
+                .date_naive()
+                .checked_sub_days(chrono::Days::new(d.into()))
+        })
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+    else {
+        return;
+    };
+    let index = index.clone();
+    match tokio::task::spawn_blocking(move || index.delete_before(cutoff)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(deleted)) => {
+            tracing::info!(deleted, %cutoff, "search documents past retention deleted")
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "search retention failed; will retry"),
+        Err(e) => tracing::warn!(error = %e, "search retention task failed; will retry"),
+    }
+}
+
 async fn maintain(
     pool: sqlx::PgPool,
     maintenance: Maintenance,
     interval: Duration,
+    (search, events_days): (Arc<SearchIndex>, Option<u32>),
     shutdown: CancellationToken,
 ) {
     loop {
+        search_retention(&search, events_days).await;
         match maintenance.run_once(&pool, chrono::Utc::now()).await {
             Ok(report) => {
                 if report.partitions_created > 0 || !report.partitions_dropped.is_empty() {
