@@ -1,18 +1,28 @@
-//! The HTTP server: `/healthz`, `/metrics`, `/api/v1/status` and the status page.
+//! The HTTP server: `/healthz`, `/metrics`, `/api/v1/status`, the status page and the
+//! query API (`/api/v1/query`, `/api/v1/query/explain`, `/api/v1/events/{id}`,
+//! `/api/v1/fields`), described by the OpenAPI document at `/api/v1/openapi.json`.
 //! [`app`] builds the router so tests can drive it without a socket.
+
+pub mod query;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use palisade_consumers::{Namespace, Pipeline};
 use prometheus_client::registry::Registry;
 use serde_json::json;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use crate::auth::{self, Guard, Scope, Tokens};
+use crate::query::QueryEngine;
 use crate::status::{self, Status};
 
 /// What the handlers share.
@@ -21,6 +31,9 @@ pub struct AppState {
     pipeline: Arc<Pipeline>,
     namespace: Namespace,
     registry: Arc<Registry>,
+    query: Option<QueryEngine>,
+    tokens: Tokens,
+    max_body_bytes: usize,
 }
 
 impl AppState {
@@ -32,7 +45,28 @@ impl AppState {
             pipeline,
             namespace,
             registry: Arc::new(registry),
+            query: None,
+            tokens: Tokens::default(),
+            max_body_bytes: 64 * 1024,
         }
+    }
+
+    /// Serves queries with `engine`.
+    pub fn with_query(mut self, engine: QueryEngine) -> Self {
+        self.query = Some(engine);
+        self
+    }
+
+    /// Requires one of `tokens` on every route but `/healthz` (none: open).
+    pub fn with_tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
+    /// Refuses request bodies larger than `bytes` with a 413.
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
     }
 }
 
@@ -59,15 +93,89 @@ impl IntoResponse for ApiError {
     }
 }
 
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Palisade API", description = "Search and status of the Palisade SIEM core. \
+        Every route but /healthz and this document needs `Authorization: Bearer <token>` \
+        when tokens are configured."),
+    modifiers(&BearerScheme),
+    tags((name = "query", description = "SRQL search"), (name = "status", description = "health and ingest status"))
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+/// The documented routes, grouped by the scope they need, and their OpenAPI document.
+fn documented() -> (
+    Router<AppState>,
+    Router<AppState>,
+    Router<AppState>,
+    utoipa::openapi::OpenApi,
+) {
+    let (open, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .split_for_parts();
+    let (status, status_doc) = OpenApiRouter::new()
+        .routes(routes!(status_json))
+        .split_for_parts();
+    let (query, query_doc) = OpenApiRouter::new()
+        .routes(routes!(query::run_query))
+        .routes(routes!(query::explain))
+        .routes(routes!(query::event))
+        .routes(routes!(query::fields))
+        .split_for_parts();
+    doc.merge(status_doc);
+    doc.merge(query_doc);
+    (open, status, query, doc)
+}
+
+/// The OpenAPI document of the API, generated from the routes' annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().3
+}
+
 /// The router.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let (open, status, query, doc) = documented();
+    let guard = |scope| {
+        middleware::from_fn_with_state(
+            Guard {
+                tokens: state.tokens.clone(),
+                scope,
+            },
+            auth::require,
+        )
+    };
+    let status = status
         .route("/", get(status_page))
-        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/status", get(status_json))
+        .route_layer(guard(Scope::Status));
+    let query = query.route_layer(guard(Scope::Query));
+    let doc = Arc::new(doc);
+    Router::new()
+        .merge(open)
+        .merge(status)
+        .merge(query)
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = Arc::clone(&doc);
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
 }
 
@@ -85,6 +193,10 @@ async fn method_not_allowed() -> impl IntoResponse {
     )
 }
 
+/// Whether PostgreSQL and NATS are reachable (always open, no token needed).
+#[utoipa::path(get, path = "/healthz", tag = "status",
+    responses((status = 200, description = "both reachable", body = Object),
+              (status = 503, description = "one is not", body = Object)))]
 async fn healthz(State(state): State<AppState>) -> Response {
     let postgres = sqlx::query("SELECT 1")
         .execute(state.pipeline.store.pool())
@@ -134,6 +246,12 @@ async fn collect(state: &AppState) -> Result<Status, ApiError> {
     .map_err(|e| ApiError::Unavailable(e.to_string()))
 }
 
+/// What has been ingested: streams, consumer lag, row counts, latest events.
+#[utoipa::path(get, path = "/api/v1/status", tag = "status",
+    responses((status = 200, description = "the status", body = Object),
+              (status = 401, description = "no or unknown bearer token", body = query::ErrorDoc),
+              (status = 403, description = "token lacks the status scope", body = query::ErrorDoc)),
+    security(("bearer" = [])))]
 async fn status_json(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     Ok(Json(collect(&state).await?))
 }

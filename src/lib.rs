@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod fixtures;
+pub mod query;
 pub mod server;
 pub mod status;
 

@@ -66,6 +66,13 @@ impl Running {
 
 /// Starts everything and returns once the HTTP server is listening.
 pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result<Running> {
+    if settings.api.api_tokens.is_empty() && !settings.http_addr.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve the API on {} without tokens: set PALISADE_API_TOKENS \
+             (make one with `palisade token new <name>`) or listen on a loopback address",
+            settings.http_addr
+        );
+    }
     let pipeline = pipeline(&conn, &settings.ingest).await?;
     // Bind first: a taken port fails start-up before any consumer runs.
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
@@ -100,7 +107,7 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
         shutdown.clone(),
     )));
 
-    let state = AppState::new(pipeline.clone(), conn.namespace());
+    let state = app_state(&pipeline, conn.namespace(), &search, &settings.api);
     let stop_http = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(listener, api::app(state))
@@ -117,6 +124,31 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
         shutdown,
         tasks,
     })
+}
+
+/// The HTTP handlers' state: the pipeline, the query engine over this node's search
+/// index, the API tokens and limits.
+pub fn app_state(
+    pipeline: &Arc<Pipeline>,
+    namespace: palisade_consumers::Namespace,
+    search: &Arc<SearchIndex>,
+    api: &crate::config::ApiSettings,
+) -> AppState {
+    let limits = crate::query::QueryLimits {
+        default_limit: api.query_default_limit,
+        max_limit: api.query_max_limit,
+        timeout: api.query_timeout(),
+        max_stats_hits: api.query_max_stats_hits,
+    };
+    let engine =
+        crate::query::QueryEngine::new(pipeline.store.pool().clone(), search.clone(), limits);
+    if api.api_tokens.is_empty() {
+        tracing::warn!("no API tokens configured: the API is open to anyone who can reach the loopback address");
+    }
+    AppState::new(pipeline.clone(), namespace)
+        .with_query(engine)
+        .with_tokens(api.tokens())
+        .with_max_body_bytes(api.api_max_body_bytes)
 }
 
 /// Runs until SIGINT or SIGTERM.

@@ -1,0 +1,523 @@
+//! The query executor: runs a compiled SRQL query against the search index and
+//! PostgreSQL.
+//!
+//! ```text
+//!  SRQL text ──srql::compile──► Compiled ─┬─ Sql path ───► one SQL statement (rows or stats)
+//!                                         └─ Search path ─► tantivy (filter + BM25 order)
+//!                                                             │ page of (ts, id, score)
+//!                                                             ▼
+//!                                            SQL fetch by key, in hit order (+ snippets)
+//! ```
+//!
+//! Every SQL statement runs in a read-only transaction with `statement_timeout`; every
+//! value is a bound parameter.
+
+pub mod cursor;
+pub mod search;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use palisade_core::search::SearchIndex;
+use palisade_srql::{CompileOptions, Compiled, ExecPath, Output, Param, SearchSort, SrqlError};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::postgres::PgArguments;
+use sqlx::{PgPool, Postgres};
+use tantivy::query::Query;
+use tantivy::Order;
+use uuid::Uuid;
+
+use cursor::{Cursor, CursorError};
+use search::{TranslateError, Translator};
+
+/// Limits one query runs under.
+#[derive(Debug, Clone)]
+pub struct QueryLimits {
+    /// Rows when the query names no limit.
+    pub default_limit: u32,
+    /// Most rows one page may return; also the deepest a cursor may page.
+    pub max_limit: u32,
+    /// Longest a query may run (also PostgreSQL's statement_timeout).
+    pub timeout: Duration,
+    /// Most search hits a stats query over full-text matches aggregates.
+    pub max_stats_hits: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            default_limit: 100,
+            max_limit: 10_000,
+            timeout: Duration::from_secs(10),
+            max_stats_hits: 1_000_000,
+        }
+    }
+}
+
+/// Why a query gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The SRQL text is wrong: the position and what was expected.
+    #[error("{0}")]
+    Srql(#[from] SrqlError),
+    /// The cursor cannot be used.
+    #[error("{0}")]
+    Cursor(#[from] CursorError),
+    /// The query asks for something the index cannot answer, or a value the index rejects.
+    #[error("{0}")]
+    Search(#[from] TranslateError),
+    /// A value PostgreSQL rejected, e.g. `ip:10.0.0.300`.
+    #[error("invalid value in the query: {0}")]
+    BadValue(String),
+    /// Parsed, but its execution arrives with a later feature.
+    #[error("{0}")]
+    NotYetExecutable(String),
+    /// The query ran past the time limit.
+    #[error("the query ran longer than {0:?}; narrow it (a time range, a host) and try again")]
+    Timeout(Duration),
+    /// PostgreSQL is unreachable.
+    #[error("PostgreSQL is unavailable: {0}")]
+    Unavailable(String),
+    /// Something failed inside Palisade; the details are logged, not returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// How many rows match: exact, or a lower bound when counting stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Total {
+    /// The count.
+    pub value: u64,
+    /// `eq` when exact, `gte` when at least this many.
+    pub relation: &'static str,
+}
+
+/// One page of answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryAnswer {
+    /// The entity the query selected (`events`, `alerts`, `vulns`, …).
+    pub entity: String,
+    /// `search` (tantivy, then rows by key) or `sql`.
+    pub path: &'static str,
+    /// Column names of the rows, in order.
+    pub columns: Vec<String>,
+    /// The rows: the columns, plus `score` and `snippet` for full-text matches.
+    pub rows: Vec<Value>,
+    /// How many rows match in all.
+    pub total: Total,
+    /// Wall time spent, in milliseconds.
+    pub took_ms: f64,
+    /// Pass back as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+    /// True when a stats answer covers only the first `max_stats_hits` search hits.
+    pub partial: bool,
+}
+
+/// What `explain` shows: how the query would run, without running it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    /// The compact printed AST.
+    pub ast: String,
+    /// The compiled query: plan, SQL, parameters and search query.
+    pub compiled: Compiled,
+    /// The tantivy query as tantivy prints it (search path only).
+    pub tantivy_query: Option<String>,
+}
+
+/// Runs SRQL queries.
+#[derive(Clone)]
+pub struct QueryEngine {
+    pool: PgPool,
+    index: Arc<SearchIndex>,
+    limits: QueryLimits,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A search hit: the event's key in PostgreSQL and its BM25 score.
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    ts: DateTime<Utc>,
+    id: Uuid,
+    score: Option<f32>,
+}
+
+impl QueryEngine {
+    /// An engine over PostgreSQL and the search index.
+    pub fn new(pool: PgPool, index: Arc<SearchIndex>, limits: QueryLimits) -> Self {
+        QueryEngine {
+            pool,
+            index,
+            limits,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &QueryLimits {
+        &self.limits
+    }
+
+    fn compile(&self, q: &str, limit: Option<u32>, offset: u64) -> Result<Compiled, QueryError> {
+        let options = CompileOptions {
+            now: Utc::now(),
+            limit,
+            offset,
+            default_limit: self.limits.default_limit,
+            max_limit: self.limits.max_limit,
+        };
+        Ok(palisade_srql::compile(q, &options)?)
+    }
+
+    /// Shows the plan, SQL, parameters and search query of `q`.
+    pub fn explain(&self, q: &str) -> Result<Explanation, QueryError> {
+        let compiled = self.compile(q, None, 0)?;
+        let tantivy_query = match &compiled.search {
+            Some(tree) => Some(format!("{:?}", self.translate(tree)?)),
+            None => None,
+        };
+        Ok(Explanation {
+            ast: compiled.ast.clone(),
+            compiled,
+            tantivy_query,
+        })
+    }
+
+    /// Runs `q`, returning the page that starts at `cursor`.
+    pub async fn run(
+        &self,
+        q: &str,
+        limit: Option<u32>,
+        cursor: Option<&str>,
+    ) -> Result<QueryAnswer, QueryError> {
+        let started = Instant::now();
+        let offset = match cursor {
+            Some(text) => Cursor::decode(text, q)?.offset,
+            None => 0,
+        };
+        let compiled = self.compile(q, limit, offset)?;
+        if let Some(similar) = &compiled.similar {
+            return Err(QueryError::NotYetExecutable(format!(
+                "SIMILAR_TO({:?}) parses, but semantic search is not available yet; \
+                 drop the SIMILAR_TO stage to run the rest",
+                similar.text
+            )));
+        }
+        let timeout = self.limits.timeout;
+        let mut answer = tokio::time::timeout(timeout, self.execute(&compiled))
+            .await
+            .map_err(|_| QueryError::Timeout(timeout))??;
+        if answer.next_cursor.is_some() {
+            let next = compiled.offset + u64::from(compiled.limit);
+            answer.next_cursor =
+                (next < u64::from(self.limits.max_limit)).then(|| Cursor::new(q, next).encode());
+        }
+        answer.took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok(answer)
+    }
+
+    async fn execute(&self, compiled: &Compiled) -> Result<QueryAnswer, QueryError> {
+        match compiled.path {
+            ExecPath::Sql => self.execute_sql(compiled).await,
+            ExecPath::Search => self.execute_search(compiled).await,
+        }
+    }
+
+    async fn execute_sql(&self, compiled: &Compiled) -> Result<QueryAnswer, QueryError> {
+        let mut tx = self.read_only().await?;
+        let rows = fetch_json(
+            &mut tx,
+            &compiled.sql,
+            &[],
+            &compiled.params,
+            &compiled.columns,
+        )
+        .await?;
+        let stats = matches!(compiled.output, Output::Stats { .. });
+        let limit = compiled.limit as usize;
+        let more = rows.len() > limit;
+        let rows: Vec<Value> = rows.into_iter().take(limit).collect();
+        let total = match (&compiled.count_sql, more) {
+            (Some(count_sql), _) if !stats => {
+                let count: i64 = bind_all(sqlx::query_scalar(count_sql), &compiled.count_params)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                let count = u64::try_from(count).unwrap_or(0);
+                Total {
+                    value: count,
+                    relation: if count >= compiled.count_cap {
+                        "gte"
+                    } else {
+                        "eq"
+                    },
+                }
+            }
+            _ => Total {
+                value: compiled.offset + rows.len() as u64 + u64::from(more),
+                relation: if more { "gte" } else { "eq" },
+            },
+        };
+        tx.commit().await.map_err(db_error)?;
+        Ok(QueryAnswer {
+            entity: compiled.entity.to_string(),
+            path: "sql",
+            columns: compiled.columns.clone(),
+            rows,
+            total,
+            took_ms: 0.0,
+            next_cursor: more.then(String::new),
+            partial: false,
+        })
+    }
+
+    async fn execute_search(&self, compiled: &Compiled) -> Result<QueryAnswer, QueryError> {
+        let tree = compiled
+            .search
+            .as_ref()
+            .ok_or_else(|| QueryError::Internal("a search plan without a search query".into()))?;
+        let query = self.translate(tree)?;
+        let stats = matches!(compiled.output, Output::Stats { .. });
+        let index = Arc::clone(&self.index);
+        let sort = compiled.search_sort.clone();
+        let (offset, limit) = (compiled.offset as usize, compiled.limit as usize);
+        let cap = self.limits.max_stats_hits;
+        let query_for_search = query.box_clone();
+        let page = tokio::task::spawn_blocking(move || match (stats, &sort) {
+            (true, _) => index.collect_keys(query_for_search.as_ref(), cap),
+            (false, SearchSort::Score) => {
+                index.search(query_for_search.as_ref(), limit + 1, offset)
+            }
+            (false, SearchSort::Field { field, desc }) => {
+                let order = if *desc { Order::Desc } else { Order::Asc };
+                index.search_sorted(query_for_search.as_ref(), field, order, limit + 1, offset)
+            }
+        })
+        .await
+        .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
+        .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+        let total = page.total;
+        let hits: Vec<Hit> = page
+            .hits
+            .into_iter()
+            .map(|h| Hit {
+                ts: h.ts,
+                id: h.id,
+                score: h.score,
+            })
+            .collect();
+
+        let more = !stats && hits.len() > limit;
+        let hits: Vec<Hit> = if stats {
+            hits
+        } else {
+            hits.into_iter().take(limit).collect()
+        };
+        let keys_ts: Vec<DateTime<Utc>> = hits.iter().map(|h| h.ts).collect();
+        let keys_id: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
+        let mut tx = self.read_only().await?;
+        let mut rows = fetch_json(
+            &mut tx,
+            &compiled.sql,
+            &[KeyArray::Ts(keys_ts), KeyArray::Id(keys_id)],
+            &compiled.params,
+            &compiled.columns,
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+
+        if !stats {
+            self.annotate(&mut rows, &hits, query.as_ref());
+        }
+        Ok(QueryAnswer {
+            entity: compiled.entity.to_string(),
+            path: "search",
+            columns: compiled.columns.clone(),
+            rows,
+            total: Total {
+                value: total as u64,
+                relation: "eq",
+            },
+            took_ms: 0.0,
+            next_cursor: more.then(String::new),
+            partial: stats && total > cap,
+        })
+    }
+
+    /// Adds each hit's score and a highlighted snippet of its message.
+    fn annotate(&self, rows: &mut [Value], hits: &[Hit], query: &dyn Query) {
+        let snippets = self.index.snippet_generator(query).ok();
+        for row in rows.iter_mut() {
+            let Some(obj) = row.as_object_mut() else {
+                continue;
+            };
+            let id = obj
+                .get("id")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<Uuid>().ok());
+            let score = id.and_then(|id| hits.iter().find(|h| h.id == id)?.score);
+            obj.insert(
+                "score".into(),
+                score.map_or(Value::Null, |s| Value::from(f64::from(s))),
+            );
+            if let (Some(generator), Some(message)) =
+                (&snippets, obj.get("message").and_then(Value::as_str))
+            {
+                let snippet = generator.snippet(message);
+                let html = if snippet.is_empty() {
+                    String::new()
+                } else {
+                    snippet.to_html()
+                };
+                obj.insert("snippet".into(), Value::from(html));
+            }
+        }
+    }
+
+    fn translate(&self, tree: &palisade_srql::SearchQuery) -> Result<Box<dyn Query>, QueryError> {
+        let index = &self.index;
+        let tokenize = |text: &str| index.query_tokens(text);
+        let schema = index.schema();
+        Ok(Translator::new(&schema, &tokenize).translate(tree)?)
+    }
+
+    /// One event by id, with every column; `None` when there is no such event.
+    pub async fn event(&self, id: Uuid) -> Result<Option<Value>, QueryError> {
+        let index = Arc::clone(&self.index);
+        let ts = tokio::task::spawn_blocking(move || index.lookup_ts(id))
+            .await
+            .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
+            .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+        let mut tx = self.read_only().await?;
+        // The index gives the partition key; without it (not indexed yet) scan by id.
+        let row: Option<String> = match ts {
+            Some(ts) => sqlx::query_scalar(
+                "SELECT row_to_json(e)::text FROM events e WHERE e.ts = $1 AND e.id = $2",
+            )
+            .bind(ts)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error)?,
+            None => sqlx::query_scalar("SELECT row_to_json(e)::text FROM events e WHERE e.id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?,
+        };
+        tx.commit().await.map_err(db_error)?;
+        row.map(|text| serde_json::from_str(&text).map_err(|e| QueryError::Internal(e.to_string())))
+            .transpose()
+    }
+
+    async fn read_only(&self) -> Result<sqlx::Transaction<'static, Postgres>, QueryError> {
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        let ms = self.limits.timeout.as_millis().max(1);
+        // Numbers we format ourselves: SET takes no bound parameters.
+        sqlx::query(&format!(
+            "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL TimeZone = 'UTC'"
+        ))
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        Ok(tx)
+    }
+}
+
+/// The key arrays the search path binds as `$1` and `$2`.
+enum KeyArray {
+    Ts(Vec<DateTime<Utc>>),
+    Id(Vec<Uuid>),
+}
+
+/// Runs `sql` and returns its rows as JSON objects keyed by `columns` (the SQL names
+/// its output columns `c0, c1, …`).
+async fn fetch_json(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    sql: &str,
+    keys: &[KeyArray],
+    params: &[Param],
+    columns: &[String],
+) -> Result<Vec<Value>, QueryError> {
+    let wrapped = format!("SELECT row_to_json(r)::text FROM ({sql}) r");
+    let mut query = sqlx::query_scalar::<_, String>(&wrapped);
+    for key in keys {
+        query = match key {
+            KeyArray::Ts(ts) => query.bind(ts.clone()),
+            KeyArray::Id(ids) => query.bind(ids.clone()),
+        };
+    }
+    let texts = bind_all(query, params)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    texts
+        .iter()
+        .map(|t| {
+            let mut row: serde_json::Map<String, Value> =
+                serde_json::from_str(t).map_err(|e| QueryError::Internal(e.to_string()))?;
+            let named = columns
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    (
+                        name.clone(),
+                        row.remove(&format!("c{i}")).unwrap_or(Value::Null),
+                    )
+                })
+                .collect();
+            Ok(Value::Object(named))
+        })
+        .collect()
+}
+
+fn bind_all<'q, O>(
+    mut query: sqlx::query::QueryScalar<'q, Postgres, O, PgArguments>,
+    params: &'q [Param],
+) -> sqlx::query::QueryScalar<'q, Postgres, O, PgArguments> {
+    for param in params {
+        query = match param {
+            Param::Text(s) => query.bind(s.as_str()),
+            Param::TextArray(v) => query.bind(v.clone()),
+            Param::Int(n) => query.bind(*n),
+            Param::Float(x) => query.bind(*x),
+            Param::Time(t) => query.bind(*t),
+            Param::Bool(b) => query.bind(*b),
+        };
+    }
+    query
+}
+
+/// Maps a PostgreSQL failure to what the caller should hear.
+fn db_error(e: sqlx::Error) -> QueryError {
+    if let sqlx::Error::Database(db) = &e {
+        let code = db.code().unwrap_or_default();
+        if code == "57014" {
+            return QueryError::Timeout(Duration::ZERO);
+        }
+        // Class 22: data exceptions (a bad inet, uuid or number in the query's values).
+        if code.starts_with("22") {
+            return QueryError::BadValue(db.message().to_owned());
+        }
+    }
+    let unreachable = match &e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || code.starts_with("57P")
+        }
+        _ => false,
+    };
+    if unreachable {
+        QueryError::Unavailable(e.to_string())
+    } else {
+        QueryError::Internal(e.to_string())
+    }
+}

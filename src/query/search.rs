@@ -1,0 +1,380 @@
+//! Turns SRQL's search tree into a tantivy query over the search index's schema.
+//!
+//! SRQL names fields as the index does (`host`, `text`, `ts`, `ip`, …; attribute paths as
+//! `attributes.<path>`); text is cut into terms with the index's own query-side tokenizer,
+//! so a term is found exactly when the indexing side produced it.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::ops::Bound;
+
+use palisade_srql::{SearchQuery, SearchValue};
+use tantivy::query::{
+    AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query, RangeQuery, RegexQuery,
+    TermQuery,
+};
+use tantivy::schema::{Field, FieldType, IndexRecordOption, Schema};
+use tantivy::Term;
+
+/// A search tree that does not fit the index.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TranslateError {
+    /// SRQL named a field the index does not have (a catalogue/index mismatch).
+    #[error("the search index has no field `{0}`")]
+    UnknownField(String),
+    /// A value of the wrong kind for the field, e.g. text for a number.
+    #[error("`{value}` is not a valid value for `{field}`")]
+    BadValue {
+        /// The field.
+        field: String,
+        /// The value, as given.
+        value: String,
+    },
+    /// Something the index cannot answer (for now).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// What the translator needs of the index: its schema and its query-side tokenizer.
+pub struct Translator<'a> {
+    schema: &'a Schema,
+    tokenize: &'a dyn Fn(&str) -> Vec<String>,
+}
+
+impl std::fmt::Debug for Translator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Translator").finish_non_exhaustive()
+    }
+}
+
+/// Where a field name points: a schema field, or a path inside the attributes JSON.
+enum Target {
+    Field(Field, FieldType),
+    Json(Field, String),
+}
+
+impl<'a> Translator<'a> {
+    /// A translator over `schema` that cuts text with `tokenize`.
+    pub fn new(schema: &'a Schema, tokenize: &'a dyn Fn(&str) -> Vec<String>) -> Self {
+        Translator { schema, tokenize }
+    }
+
+    /// The tantivy query for `query`.
+    pub fn translate(&self, query: &SearchQuery) -> Result<Box<dyn Query>, TranslateError> {
+        Ok(match query {
+            SearchQuery::All => Box::new(AllQuery),
+            SearchQuery::Text { field, text } => self.text(field, text, false)?,
+            SearchQuery::Phrase { field, text } => self.text(field, text, true)?,
+            SearchQuery::Term { field, value } => self.term(field, value)?,
+            SearchQuery::Wildcard { field, pattern } => self.wildcard(field, pattern)?,
+            SearchQuery::Range {
+                field,
+                lower,
+                upper,
+            } => self.range(field, lower, upper)?,
+            SearchQuery::IpCidr { field, cidr } => self.cidr(field, cidr)?,
+            SearchQuery::And(parts) => self.boolean(parts, Occur::Must)?,
+            SearchQuery::Or(parts) => self.boolean(parts, Occur::Should)?,
+            SearchQuery::Not(inner) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
+                (Occur::MustNot, self.translate(inner)?),
+            ])),
+        })
+    }
+
+    fn target(&self, name: &str) -> Result<Target, TranslateError> {
+        if let Ok(field) = self.schema.get_field(name) {
+            let kind = self.schema.get_field_entry(field).field_type().clone();
+            return Ok(Target::Field(field, kind));
+        }
+        if let Some((root, path)) = name.split_once('.') {
+            if let Ok(field) = self.schema.get_field(root) {
+                if matches!(
+                    self.schema.get_field_entry(field).field_type(),
+                    FieldType::JsonObject(_)
+                ) {
+                    return Ok(Target::Json(field, path.to_owned()));
+                }
+            }
+        }
+        Err(TranslateError::UnknownField(name.to_owned()))
+    }
+
+    fn boolean(
+        &self,
+        parts: &[SearchQuery],
+        occur: Occur,
+    ) -> Result<Box<dyn Query>, TranslateError> {
+        if parts.is_empty() {
+            return Ok(if occur == Occur::Must {
+                Box::new(AllQuery)
+            } else {
+                Box::new(EmptyQuery)
+            });
+        }
+        let clauses = parts
+            .iter()
+            .map(|p| Ok((occur, self.translate(p)?)))
+            .collect::<Result<Vec<_>, TranslateError>>()?;
+        Ok(Box::new(BooleanQuery::new(clauses)))
+    }
+
+    /// Full text: every token must match (`phrase`: in order, adjacent).
+    fn text(&self, name: &str, text: &str, phrase: bool) -> Result<Box<dyn Query>, TranslateError> {
+        let (field, kind) = match self.target(name)? {
+            Target::Field(field, kind) => (field, kind),
+            Target::Json(field, path) => return Ok(json_term(field, &path, text)),
+        };
+        let tokenized = match &kind {
+            FieldType::Str(options) => options
+                .get_indexing_options()
+                .is_some_and(|o| o.tokenizer() != "raw"),
+            _ => false,
+        };
+        if !tokenized {
+            return self.term(name, &SearchValue::Str(text.to_owned()));
+        }
+        let terms: Vec<Term> = (self.tokenize)(text)
+            .iter()
+            .map(|t| Term::from_field_text(field, t))
+            .collect();
+        Ok(match terms.len() {
+            0 => Box::new(EmptyQuery),
+            1 => Box::new(TermQuery::new(
+                terms
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| Term::from_field_text(field, "")),
+                IndexRecordOption::WithFreqs,
+            )),
+            _ if phrase => Box::new(PhraseQuery::new(terms)),
+            _ => Box::new(BooleanQuery::new(
+                terms
+                    .into_iter()
+                    .map(|t| {
+                        (
+                            Occur::Must,
+                            Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs))
+                                as Box<dyn Query>,
+                        )
+                    })
+                    .collect(),
+            )),
+        })
+    }
+
+    fn term(&self, name: &str, value: &SearchValue) -> Result<Box<dyn Query>, TranslateError> {
+        let (field, kind) = match self.target(name)? {
+            Target::Field(field, kind) => (field, kind),
+            Target::Json(field, path) => return Ok(json_term(field, &path, &value_text(value))),
+        };
+        if let FieldType::Str(options) = &kind {
+            let tokenized = options
+                .get_indexing_options()
+                .is_some_and(|o| o.tokenizer() != "raw");
+            if tokenized {
+                return self.text(name, &value_text(value), false);
+            }
+        }
+        let term = self.value_term(name, field, &kind, value)?;
+        Ok(Box::new(TermQuery::new(term, IndexRecordOption::Basic)))
+    }
+
+    fn value_term(
+        &self,
+        name: &str,
+        field: Field,
+        kind: &FieldType,
+        value: &SearchValue,
+    ) -> Result<Term, TranslateError> {
+        let bad = || TranslateError::BadValue {
+            field: name.to_owned(),
+            value: value_text(value),
+        };
+        Ok(match (kind, value) {
+            (FieldType::Str(_), v) => Term::from_field_text(field, &value_text(v)),
+            (FieldType::U64(_), SearchValue::U64(n)) => Term::from_field_u64(field, *n),
+            (FieldType::U64(_), SearchValue::I64(n)) => {
+                Term::from_field_u64(field, u64::try_from(*n).map_err(|_| bad())?)
+            }
+            (FieldType::I64(_), SearchValue::I64(n)) => Term::from_field_i64(field, *n),
+            (FieldType::I64(_), SearchValue::U64(n)) => {
+                Term::from_field_i64(field, i64::try_from(*n).map_err(|_| bad())?)
+            }
+            (FieldType::F64(_), SearchValue::F64(x)) => Term::from_field_f64(field, *x),
+            (FieldType::F64(_), SearchValue::I64(n)) => Term::from_field_f64(field, *n as f64),
+            (FieldType::Date(_), SearchValue::Date(ts)) => Term::from_field_date_for_search(
+                field,
+                tantivy::DateTime::from_timestamp_micros(ts.timestamp_micros()),
+            ),
+            (FieldType::IpAddr(_), SearchValue::Str(s)) => {
+                let ip: IpAddr = s.parse().map_err(|_| bad())?;
+                Term::from_field_ip_addr(field, to_v6(ip))
+            }
+            _ => return Err(bad()),
+        })
+    }
+
+    fn wildcard(&self, name: &str, pattern: &str) -> Result<Box<dyn Query>, TranslateError> {
+        let (field, kind) = match self.target(name)? {
+            Target::Field(field, kind @ FieldType::Str(_)) => (field, kind),
+            _ => {
+                return Err(TranslateError::Unsupported(format!(
+                    "wildcards on `{name}` cannot be answered by the search index; \
+                     drop the full-text part of the query to run it in PostgreSQL"
+                )))
+            }
+        };
+        let lowercase = match &kind {
+            FieldType::Str(options) => options
+                .get_indexing_options()
+                .is_some_and(|o| o.tokenizer() != "raw"),
+            _ => false,
+        };
+        let pattern = if lowercase {
+            pattern.to_lowercase()
+        } else {
+            pattern.to_owned()
+        };
+        let mut regex = String::with_capacity(pattern.len() * 2);
+        for c in pattern.chars() {
+            match c {
+                '*' => regex.push_str(".*"),
+                '?' => regex.push('.'),
+                c if c.is_alphanumeric() => regex.push(c),
+                c => {
+                    regex.push('\\');
+                    regex.push(c);
+                }
+            }
+        }
+        RegexQuery::from_pattern(&regex, field)
+            .map(|q| Box::new(q) as Box<dyn Query>)
+            .map_err(|e| TranslateError::Unsupported(format!("wildcard `{pattern}`: {e}")))
+    }
+
+    fn range(
+        &self,
+        name: &str,
+        lower: &Bound<SearchValue>,
+        upper: &Bound<SearchValue>,
+    ) -> Result<Box<dyn Query>, TranslateError> {
+        let Target::Field(field, kind) = self.target(name)? else {
+            return Err(TranslateError::Unsupported(format!(
+                "ranges on `{name}` cannot be answered by the search index"
+            )));
+        };
+        let bound = |b: &Bound<SearchValue>| -> Result<Bound<Term>, TranslateError> {
+            Ok(match b {
+                Bound::Included(v) => Bound::Included(self.value_term(name, field, &kind, v)?),
+                Bound::Excluded(v) => Bound::Excluded(self.value_term(name, field, &kind, v)?),
+                Bound::Unbounded => Bound::Unbounded,
+            })
+        };
+        let (lower, upper) = (bound(lower)?, bound(upper)?);
+        if matches!((&lower, &upper), (Bound::Unbounded, Bound::Unbounded)) {
+            // tantivy reads the field from a bound; an open range is every document.
+            return Ok(Box::new(AllQuery));
+        }
+        Ok(Box::new(RangeQuery::new(lower, upper)))
+    }
+
+    fn cidr(&self, name: &str, cidr: &str) -> Result<Box<dyn Query>, TranslateError> {
+        let Target::Field(field, FieldType::IpAddr(_)) = self.target(name)? else {
+            return Err(TranslateError::Unsupported(format!(
+                "`{name}` is not an IP field of the search index"
+            )));
+        };
+        let (low, high) = cidr_range(cidr).ok_or_else(|| TranslateError::BadValue {
+            field: name.to_owned(),
+            value: cidr.to_owned(),
+        })?;
+        Ok(Box::new(RangeQuery::new(
+            Bound::Included(Term::from_field_ip_addr(field, low)),
+            Bound::Included(Term::from_field_ip_addr(field, high)),
+        )))
+    }
+}
+
+fn json_term(field: Field, path: &str, value: &str) -> Box<dyn Query> {
+    let mut term = Term::from_field_json_path(field, path, true);
+    term.append_type_and_str(value);
+    Box::new(TermQuery::new(term, IndexRecordOption::Basic))
+}
+
+fn value_text(value: &SearchValue) -> String {
+    match value {
+        SearchValue::Str(s) => s.clone(),
+        SearchValue::I64(n) => n.to_string(),
+        SearchValue::U64(n) => n.to_string(),
+        SearchValue::F64(x) => x.to_string(),
+        SearchValue::Date(ts) => ts.to_rfc3339(),
+    }
+}
+
+fn to_v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    }
+}
+
+/// The first and last address of a CIDR block (a bare address is a /32 or /128), as
+/// tantivy stores them (IPv4 mapped into IPv6).
+pub fn cidr_range(cidr: &str) -> Option<(Ipv6Addr, Ipv6Addr)> {
+    let (addr, prefix) = match cidr.split_once('/') {
+        Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u32>().ok()?)),
+        None => (cidr.parse::<IpAddr>().ok()?, None),
+    };
+    let (bits, prefix) = match addr {
+        IpAddr::V4(_) => (32, prefix.unwrap_or(32)),
+        IpAddr::V6(_) => (128, prefix.unwrap_or(128)),
+    };
+    if prefix > bits {
+        return None;
+    }
+    let base = u128::from(to_v6(addr));
+    // Host bits of the block, counted in the 128-bit mapped form.
+    let host_bits = bits - prefix;
+    let mask: u128 = if host_bits == 0 {
+        0
+    } else {
+        (1u128 << host_bits) - 1
+    };
+    Some((Ipv6Addr::from(base & !mask), Ipv6Addr::from(base | mask)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_blocks_cover_exactly_their_addresses() {
+        let (lo, hi) = cidr_range("10.0.0.0/8").expect("valid");
+        assert_eq!(
+            lo,
+            "10.0.0.0"
+                .parse::<std::net::Ipv4Addr>()
+                .expect("ip")
+                .to_ipv6_mapped()
+        );
+        assert_eq!(
+            hi,
+            "10.255.255.255"
+                .parse::<std::net::Ipv4Addr>()
+                .expect("ip")
+                .to_ipv6_mapped()
+        );
+        let (lo, hi) = cidr_range("198.51.100.7").expect("valid");
+        assert_eq!(lo, hi);
+        let (lo, hi) = cidr_range("2001:db8::/32").expect("valid");
+        assert_eq!(lo, "2001:db8::".parse::<Ipv6Addr>().expect("ip"));
+        assert_eq!(
+            hi,
+            "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"
+                .parse::<Ipv6Addr>()
+                .expect("ip")
+        );
+        assert!(cidr_range("10.0.0.0/33").is_none());
+        assert!(cidr_range("not-an-ip/8").is_none());
+    }
+}
