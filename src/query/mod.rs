@@ -421,12 +421,16 @@ impl QueryEngine {
         let mut tx = self.pool.begin().await.map_err(db_error)?;
         let ms = self.limits.timeout.as_millis().max(1);
         // Numbers we format ourselves: SET takes no bound parameters.
-        sqlx::query(&format!(
-            "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL TimeZone = 'UTC'"
-        ))
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        for statement in [
+            "SET TRANSACTION READ ONLY".to_owned(),
+            format!("SET LOCAL statement_timeout = {ms}"),
+            "SET LOCAL TimeZone = 'UTC'".to_owned(),
+        ] {
+            sqlx::query(&statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+        }
         Ok(tx)
     }
 }

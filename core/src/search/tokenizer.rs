@@ -136,7 +136,11 @@ impl Tokenizer for PalisadeTokenizer {
 fn index_tokens(text: &str) -> Vec<Token> {
     let mut tokens = Vec::new();
     for (position, whole) in whole_tokens(text).enumerate() {
-        for (from, to, text) in parts(whole.raw) {
+        // Parts in the order their ends appear (tantivy's snippet fragments need
+        // non-decreasing `offset_to`), the whole token last.
+        let mut parts = parts(whole.raw);
+        parts.sort_by_key(|(from, to, _)| (*to, std::cmp::Reverse(*from)));
+        for (from, to, text) in parts {
             if text.len() <= MAX_TOKEN_BYTES {
                 tokens.push(Token {
                     offset_from: whole.from + from,
