@@ -163,6 +163,21 @@ async fn srql_finds_ingested_events_through_the_api() {
         .count("SELECT count(*) FROM events WHERE type = 'falco_alert' GROUP BY rule ORDER BY 1 DESC LIMIT 1")
         .await;
     assert_eq!(stats["rows"][0]["count"].as_i64(), Some(top), "{stats}");
+    // Stats over full-text matches: counted in the index, or over the hits' rows.
+    let by_host = query(&app, "password | stats count() by host").await;
+    assert_eq!(by_host["path"], "search");
+    assert_eq!(
+        by_host["rows"],
+        json!([{"host": "bastion-01", "count": 2}]),
+        "{by_host}"
+    );
+    let by_day = query(&app, "password | stats count() as n by bucket(ts, 1d)").await;
+    let days = by_day["rows"].as_array().unwrap();
+    assert_eq!(
+        days.iter().map(|r| r["n"].as_i64().unwrap()).sum::<i64>(),
+        2,
+        "{by_day}"
+    );
     let logs = query(&app, "in:logs | stats count() as lines by host").await;
     assert_eq!(logs["rows"], json!([{"host": "bastion-01", "lines": 10}]));
 

@@ -13,7 +13,9 @@
 //! value is a bound parameter.
 
 pub mod cursor;
+pub mod group;
 pub mod search;
+pub mod snippet;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -284,6 +286,13 @@ impl QueryEngine {
             .as_ref()
             .ok_or_else(|| QueryError::Internal("a search plan without a search query".into()))?;
         let query = self.translate(tree)?;
+        if let Output::Stats {
+            index_group: Some(fields),
+            ..
+        } = &compiled.output
+        {
+            return self.group_in_index(compiled, query, fields.clone()).await;
+        }
         let stats = matches!(compiled.output, Output::Stats { .. });
         let index = Arc::clone(&self.index);
         let sort = compiled.search_sort.clone();
@@ -314,7 +323,7 @@ impl QueryEngine {
             })
             .collect();
 
-        let more = !stats && hits.len() > limit;
+        let mut more = !stats && hits.len() > limit;
         let hits: Vec<Hit> = if stats {
             hits
         } else {
@@ -333,7 +342,10 @@ impl QueryEngine {
         .await?;
         tx.commit().await.map_err(db_error)?;
 
-        if !stats {
+        if stats {
+            more = rows.len() > limit;
+            rows.truncate(limit);
+        } else {
             self.annotate(&mut rows, &hits, query.as_ref());
         }
         Ok(QueryAnswer {
@@ -351,9 +363,81 @@ impl QueryEngine {
         })
     }
 
+    /// `stats count() by <keyword fields>` over full-text matches, counted in the index.
+    async fn group_in_index(
+        &self,
+        compiled: &Compiled,
+        query: Box<dyn Query>,
+        fields: Vec<String>,
+    ) -> Result<QueryAnswer, QueryError> {
+        let index = Arc::clone(&self.index);
+        let collector = group::GroupCount { fields };
+        let groups = tokio::task::spawn_blocking(move || {
+            index.searcher().search(query.as_ref(), &collector)
+        })
+        .await
+        .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
+        .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+        let columns = &compiled.columns;
+        let keys = match &compiled.output {
+            Output::Stats { group_by, .. } => group_by.len(),
+            Output::Rows => 0,
+        };
+        let mut rows: Vec<(Vec<Option<String>>, u64)> = groups.into_iter().collect();
+        let (order_column, desc) = compiled
+            .stats_order
+            .clone()
+            .unwrap_or_else(|| (columns.last().cloned().unwrap_or_default(), true));
+        let by = columns
+            .iter()
+            .position(|c| *c == order_column)
+            .unwrap_or(keys);
+        rows.sort_by(|(ka, na), (kb, nb)| {
+            let ordering = if by >= keys {
+                na.cmp(nb)
+            } else {
+                ka[by].cmp(&kb[by])
+            };
+            let ordering = if desc { ordering.reverse() } else { ordering };
+            // Ties in a stable order: by the keys.
+            ordering.then_with(|| ka.cmp(kb))
+        });
+        let total = rows.len() as u64;
+        let (offset, limit) = (compiled.offset as usize, compiled.limit as usize);
+        let more = rows.len() > offset + limit;
+        let rows = rows
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(key, n)| {
+                let mut row = serde_json::Map::new();
+                for (name, value) in columns.iter().zip(key) {
+                    row.insert(name.clone(), value.map_or(Value::Null, Value::from));
+                }
+                for name in columns.iter().skip(keys) {
+                    row.insert(name.clone(), Value::from(n));
+                }
+                Value::Object(row)
+            })
+            .collect();
+        Ok(QueryAnswer {
+            entity: compiled.entity.to_string(),
+            path: "search",
+            columns: columns.clone(),
+            rows,
+            total: Total {
+                value: total,
+                relation: "eq",
+            },
+            took_ms: 0.0,
+            next_cursor: more.then(String::new),
+            partial: false,
+        })
+    }
+
     /// Adds each hit's score and a highlighted snippet of its message.
     fn annotate(&self, rows: &mut [Value], hits: &[Hit], query: &dyn Query) {
-        let snippets = self.index.snippet_generator(query).ok();
+        let terms = snippet::query_terms(query, self.index.fields().text);
         for row in rows.iter_mut() {
             let Some(obj) = row.as_object_mut() else {
                 continue;
@@ -367,15 +451,8 @@ impl QueryEngine {
                 "score".into(),
                 score.map_or(Value::Null, |s| Value::from(f64::from(s))),
             );
-            if let (Some(generator), Some(message)) =
-                (&snippets, obj.get("message").and_then(Value::as_str))
-            {
-                let snippet = generator.snippet(message);
-                let html = if snippet.is_empty() {
-                    String::new()
-                } else {
-                    snippet.to_html()
-                };
+            if let Some(message) = obj.get("message").and_then(Value::as_str) {
+                let html = snippet::highlight(message, &terms);
                 obj.insert("snippet".into(), Value::from(html));
             }
         }

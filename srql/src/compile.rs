@@ -173,6 +173,10 @@ pub enum Output {
         group_by: Vec<String>,
         /// Aggregate columns.
         aggregates: Vec<String>,
+        /// When every key is a keyword field of the search index and every aggregate is
+        /// `count()`: the index fields to count by (the search path then counts in
+        /// the index instead of fetching every hit's row).
+        index_group: Option<Vec<String>>,
     },
 }
 
@@ -221,6 +225,8 @@ pub struct Compiled {
     pub output: Output,
     /// Names of the output columns `c0, c1, …`, in order.
     pub columns: Vec<String>,
+    /// Stats only: the output column the groups are ordered by, and whether descending.
+    pub stats_order: Option<(String, bool)>,
     /// Rows per page.
     pub limit: u32,
     /// Rows skipped.
@@ -301,6 +307,15 @@ impl<'o> Compiler<'o> {
         let time_conditions = self.time_conditions(entity, &d.time)?;
 
         let (columns, output) = self.output_columns(entity, d.stats.as_ref())?;
+        let stats_order = match (&output, &d.sort) {
+            (Output::Stats { aggregates, .. }, Some((field, desc, _)))
+                if columns.contains(field) || aggregates.is_empty() =>
+            {
+                Some((field.clone(), *desc))
+            }
+            (Output::Stats { aggregates, .. }, _) => aggregates.first().map(|a| (a.clone(), true)),
+            _ => None,
+        };
         let mut compiled = Compiled {
             entity,
             ast: query.to_string(),
@@ -317,6 +332,7 @@ impl<'o> Compiler<'o> {
             count_cap: COUNT_CAP,
             search: None,
             search_sort: SearchSort::Score,
+            stats_order,
             output,
             columns,
             limit,
@@ -636,8 +652,8 @@ impl<'o> Compiler<'o> {
         let now = self.options.now;
         match value {
             Value::Word(w) | Value::Phrase(w) => {
-                if let Some(since) = relative(w) {
-                    return Ok((Some(now - since), None));
+                if let Some(start) = relative(w).and_then(|since| now.checked_sub_signed(since)) {
+                    return Ok((Some(start), None));
                 }
                 match w.as_str() {
                     "today" => return Ok((Some(start_of_day(now)), None)),
@@ -703,6 +719,27 @@ impl<'o> Compiler<'o> {
                 (None, None) => a.function.as_str().to_owned(),
             })
             .collect();
+        let count_only = aggregates
+            .iter()
+            .all(|a| a.function == AggregateFn::Count && a.field.is_none());
+        let index_group = by
+            .iter()
+            .map(|k| match k {
+                GroupKey::Field { field, .. } => catalogue::field(entity, field)
+                    .filter(|f| matches!(f.kind, FieldKind::Keyword | FieldKind::Severity))
+                    .and_then(|f| {
+                        if f.kind == FieldKind::Severity {
+                            Some("severity")
+                        } else {
+                            f.search
+                        }
+                    })
+                    .filter(|s| !s.contains('.'))
+                    .map(str::to_owned),
+                GroupKey::Bucket { .. } => None,
+            })
+            .collect::<Option<Vec<String>>>()
+            .filter(|keys| count_only && !keys.is_empty() && entity.is_event());
         let mut columns = group_by.clone();
         columns.extend(aggs.iter().cloned());
         Ok((
@@ -710,6 +747,7 @@ impl<'o> Compiler<'o> {
             Output::Stats {
                 group_by,
                 aggregates: aggs,
+                index_group,
             },
         ))
     }
@@ -1570,14 +1608,14 @@ fn check_cidr(text: &str, column: usize) -> Result<(), SrqlError> {
 fn relative(word: &str) -> Option<Duration> {
     let spec = word.strip_prefix("last_")?;
     let unit = spec.chars().last()?;
-    let n: i64 = spec[..spec.len() - 1].parse().ok()?;
-    Some(match unit {
-        'm' => Duration::minutes(n),
-        'h' => Duration::hours(n),
-        'd' => Duration::days(n),
-        'w' => Duration::weeks(n),
-        _ => return None,
-    })
+    let n: i64 = spec[..spec.len() - unit.len_utf8()].parse().ok()?;
+    match unit {
+        'm' => Duration::try_minutes(n),
+        'h' => Duration::try_hours(n),
+        'd' => Duration::try_days(n),
+        'w' => Duration::try_weeks(n),
+        _ => None,
+    }
 }
 
 fn bucket_interval(width: &str) -> Option<String> {
