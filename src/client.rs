@@ -152,7 +152,11 @@ fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
 pub fn render_table(answer: &Value, width: usize) -> String {
     let mut columns: Vec<String> = answer["columns"]
         .as_array()
-        .map(|c| c.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|c| {
+            c.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     // Wide columns that the terminal table leaves out: their content is in --json.
     columns.retain(|c| c != "attributes");
@@ -171,7 +175,11 @@ pub fn render_table(answer: &Value, width: usize) -> String {
         table.add_row(columns.iter().map(|c| cell(&row[c.as_str()])));
     }
     let total = &answer["total"];
-    let more = if total["relation"] == "gte" { "at least " } else { "" };
+    let more = if total["relation"] == "gte" {
+        "at least "
+    } else {
+        ""
+    };
     format!(
         "{table}\n{} rows of {more}{} · {} path · {:.1} ms{}",
         rows.len(),
@@ -235,8 +243,15 @@ mod tests {
                       "attributes": {}, "score": 2.5}],
             "total": {"value": 1, "relation": "eq"}, "took_ms": 1.25, "next_cursor": null});
         let text = render_table(&answer, 120);
-        assert!(text.contains("bastion-01") && text.contains("2.500"), "{text}");
+        assert!(
+            text.contains("bastion-01") && text.contains("2.500"),
+            "{text}"
+        );
         assert!(!text.contains("attributes"), "{text}");
-        assert!(text.ends_with("1 rows of 1 · search path · 1.2 ms") || text.contains("1 rows of 1 · search path"), "{text}");
+        assert!(
+            text.ends_with("1 rows of 1 · search path · 1.2 ms")
+                || text.contains("1 rows of 1 · search path"),
+            "{text}"
+        );
     }
 }

@@ -133,10 +133,15 @@ async fn main() -> anyhow::Result<()> {
             let client = palisade::client::ApiClient::new(&server, token)?;
             let answer = if explain {
                 let q: String = url_encode(&srql);
-                client.get_json(&format!("/api/v1/query/explain?q={q}")).await?
+                client
+                    .get_json(&format!("/api/v1/query/explain?q={q}"))
+                    .await?
             } else {
                 client
-                    .post_json("/api/v1/query", &serde_json::json!({"q": srql, "limit": limit}))
+                    .post_json(
+                        "/api/v1/query",
+                        &serde_json::json!({"q": srql, "limit": limit}),
+                    )
                     .await?
             };
             if json || explain {
