@@ -11,12 +11,13 @@
 //! | token | parts |
 //! |---|---|
 //! | `user=root` | `user`, `root` |
-//! | `/etc/shadow` | `etc`, `shadow` |
-//! | `fd.name=/etc/shadow` | `fd.name`, `/etc/shadow`, `fd`, `name`, `etc`, `shadow` |
-//! | `10.0.2.2:22` | `10.0.2.2`, `22`, `10`, `0`, `2` |
+//! | `/etc/shadow` | `etc`, `/etc`, `shadow` |
+//! | `fd.name=/etc/shadow` | `fd`, `name`, `fd.name`, `etc`, `/etc`, `shadow`, `/etc/shadow` |
+//! | `10.0.2.2:22` | `10`, `0`, `2`, `10.0.2.2`, `22` |
 //!
 //! First the token is cut at `=`, `@` and `:` into segments, each kept whole (so
-//! `/etc/shadow` is found inside `file=/etc/shadow`); then every segment is cut at
+//! `/etc/shadow` is found inside `file=/etc/shadow`), with the folders of an
+//! absolute path (`/etc` of `/etc/shadow`); then every segment is cut at
 //! `.`, `/`, `-` and `_` too into atoms. The query side ([`query_tokens`]) keeps
 //! whole tokens only: a query for `user=root` matches that pair, not every `root`.
 
@@ -85,9 +86,14 @@ fn parts(token: &str) -> Vec<(usize, usize, String)> {
         let from = offset_of(piece);
         out.push((from, from + piece.len(), text));
     };
-    if token.contains(is_segment_separator) {
-        for segment in token.split(is_segment_separator) {
-            push(segment.trim_end_matches('.'));
+    for segment in token.split(is_segment_separator) {
+        let segment = segment.trim_end_matches('.');
+        push(segment);
+        // The folders of an absolute path, so `/etc/falco` finds `/etc/falco/falco.yaml`.
+        if segment.starts_with('/') {
+            for (at, _) in segment.match_indices('/').skip(1) {
+                push(&segment[..at]);
+            }
         }
     }
     for atom in token.split(is_atom_separator) {
@@ -239,7 +245,19 @@ mod tests {
     #[test]
     fn paths_give_the_path_and_its_names() {
         let tokens = indexed("open /etc/shadow by cat");
-        assert_eq!(at(1, &tokens), ["etc", "shadow", "/etc/shadow"]);
+        assert_eq!(at(1, &tokens), ["etc", "/etc", "shadow", "/etc/shadow"]);
+        let tokens = indexed("vi /etc/falco/falco.yaml");
+        assert_eq!(
+            at(1, &tokens),
+            [
+                "etc",
+                "/etc",
+                "falco",
+                "/etc/falco",
+                "yaml",
+                "/etc/falco/falco.yaml"
+            ]
+        );
         assert_eq!(query_tokens("/etc/shadow"), ["/etc/shadow"]);
     }
 
@@ -249,7 +267,14 @@ mod tests {
         assert_eq!(at(0, &tokens), ["user", "root", "user=root"]);
         assert_eq!(
             at(1, &tokens),
-            ["file", "/etc/shadow", "etc", "shadow", "file=/etc/shadow"]
+            [
+                "file",
+                "etc",
+                "/etc",
+                "shadow",
+                "/etc/shadow",
+                "file=/etc/shadow"
+            ]
         );
         assert_eq!(query_tokens("user=root"), ["user=root"]);
     }
