@@ -374,6 +374,39 @@ async fn srql_finds_ingested_events_through_the_api() {
         .unwrap_err();
     assert!(refused.to_string().starts_with("401"), "{refused}");
 
+    // The CLI: `palisade query` prints the same rows as a table.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["query", "host:bastion-01 password"])
+        .env("PALISADE_SERVER", format!("http://{}", running.http_addr))
+        .env("PALISADE_API_TOKEN", ANALYST)
+        .env("COLUMNS", "200")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Failed password for root") && stdout.contains("2 rows of 2"),
+        "{stdout}"
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["query", "host:"])
+        .env("PALISADE_SERVER", format!("http://{}", running.http_addr))
+        .env("PALISADE_API_TOKEN", ANALYST)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("400") && stderr.contains("column 6"),
+        "{stderr}"
+    );
+
     running.stop().await;
     env.cleanup().await;
 }
