@@ -215,7 +215,12 @@ impl QueryEngine {
         let timeout = self.limits.timeout;
         let mut answer = tokio::time::timeout(timeout, self.execute(&compiled))
             .await
-            .map_err(|_| QueryError::Timeout(timeout))??;
+            .map_err(|_| QueryError::Timeout(timeout))?
+            .map_err(|e| match e {
+                // PostgreSQL's statement_timeout fired: the same limit.
+                QueryError::Timeout(_) => QueryError::Timeout(timeout),
+                other => other,
+            })?;
         if answer.next_cursor.is_some() {
             let next = compiled.offset + u64::from(compiled.limit);
             answer.next_cursor =
