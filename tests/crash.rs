@@ -42,6 +42,7 @@ fn spawn_palisade(env: &TestEnv, http_port: u16) -> Child {
             "--ack-wait-secs=3",
         ])
         .env("RUST_LOG", "warn")
+        .env("PALISADE_SEARCH_INDEX_DIR", &env.search_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -36,6 +36,8 @@ pub struct TestEnv {
     pub client: async_nats::Client,
     /// JetStream context.
     pub js: jetstream::Context,
+    /// This test's search index folder (removed by `cleanup`).
+    pub search_dir: std::path::PathBuf,
     admin_url: String,
     database: String,
 }
@@ -89,6 +91,7 @@ impl TestEnv {
             .await
             .unwrap();
         let js = jetstream::new(client.clone());
+        let search_dir = std::env::temp_dir().join(format!("palisade-search-{namespace}"));
         TestEnv {
             namespace,
             database_url,
@@ -96,6 +99,7 @@ impl TestEnv {
             pool,
             client,
             js,
+            search_dir,
             admin_url,
             database,
         }
@@ -120,6 +124,7 @@ impl TestEnv {
             "--http-addr=127.0.0.1:0".to_owned(),
             "--batch-max-wait-ms=100".to_owned(),
             "--ack-wait-secs=5".to_owned(),
+            format!("--search-index-dir={}", self.search_dir.display()),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         Settings::try_parse_from(args).expect("test settings parse")
@@ -204,6 +209,7 @@ impl TestEnv {
                 .await;
         }
         self.pool.close().await;
+        let _ = std::fs::remove_dir_all(&self.search_dir);
         if let Ok(admin) = sqlx::PgPool::connect(&self.admin_url).await {
             let _ = sqlx::query(&format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
