@@ -978,21 +978,7 @@ impl<'o> Compiler<'o> {
                 )),
             },
             FieldKind::Int | FieldKind::Float => {
-                let num = |s: &str, col: usize| -> Result<Param, SrqlError> {
-                    if f.kind == FieldKind::Int {
-                        s.parse::<i64>().map(Param::Int).map_err(|_| {
-                            err(
-                                col,
-                                format!("a whole number for `{}:`", f.name),
-                                format!("`{s}`"),
-                            )
-                        })
-                    } else {
-                        s.parse::<f64>().map(Param::Float).map_err(|_| {
-                            err(col, format!("a number for `{}:`", f.name), format!("`{s}`"))
-                        })
-                    }
-                };
+                let num = |s: &str, col: usize| number(f, s, col).map(Number::param);
                 match value {
                     Value::Word(w) => Ok(format!("{expr} = {}", sql.push(num(w, vcol)?))),
                     Value::Compare(op, w) => Ok(format!(
@@ -1039,15 +1025,7 @@ impl<'o> Compiler<'o> {
                 }
             }
             FieldKind::Severity => {
-                let level = |s: &str, col: usize| {
-                    severity_level(s).ok_or_else(|| {
-                        err(
-                            col,
-                            "a severity: info, low, medium, high or critical",
-                            format!("`{s}`"),
-                        )
-                    })
-                };
+                let level = level_of;
                 match value {
                     Value::Word(w) => Ok(format!(
                         "{expr} = {}",
@@ -1076,7 +1054,7 @@ impl<'o> Compiler<'o> {
                 }
             }
             FieldKind::Time => {
-                let (lower, upper) = self.time_window(value, column)?;
+                let (lower, upper) = self.time_window(value, vcol)?;
                 let mut parts = Vec::new();
                 if let Some(l) = lower {
                     parts.push(format!("{expr} >= {}", sql.push(Param::Time(l))));
@@ -1206,21 +1184,7 @@ impl<'o> Compiler<'o> {
                 }
             }),
             FieldKind::Int | FieldKind::Float => {
-                let num = |s: &str, col: usize| -> Result<SearchValue, SrqlError> {
-                    if f.kind == FieldKind::Int {
-                        s.parse::<i64>().map(SearchValue::I64).map_err(|_| {
-                            err(
-                                col,
-                                format!("a whole number for `{}:`", f.name),
-                                format!("`{s}`"),
-                            )
-                        })
-                    } else {
-                        s.parse::<f64>().map(SearchValue::F64).map_err(|_| {
-                            err(col, format!("a number for `{}:`", f.name), format!("`{s}`"))
-                        })
-                    }
-                };
+                let num = |s: &str, col: usize| number(f, s, col).map(Number::search);
                 Ok(match value {
                     Value::Word(w) => SearchQuery::Term {
                         field,
@@ -1255,17 +1219,8 @@ impl<'o> Compiler<'o> {
                 })
             }
             FieldKind::Severity => {
-                let level = |s: &str, col: usize| {
-                    severity_level(s)
-                        .map(|l| SearchValue::U64(l as u64))
-                        .ok_or_else(|| {
-                            err(
-                                col,
-                                "a severity: info, low, medium, high or critical",
-                                format!("`{s}`"),
-                            )
-                        })
-                };
+                let level =
+                    |s: &str, col: usize| level_of(s, col).map(|l| SearchValue::U64(l as u64));
                 Ok(match value {
                     Value::Word(w) => SearchQuery::Term {
                         field,
@@ -1295,7 +1250,7 @@ impl<'o> Compiler<'o> {
                 })
             }
             FieldKind::Time => {
-                let (lower, upper) = self.time_window(value, column)?;
+                let (lower, upper) = self.time_window(value, vcol)?;
                 Ok(SearchQuery::Range {
                     field,
                     lower: lower
@@ -1567,6 +1522,60 @@ fn wildcard_to_like(pattern: &str) -> String {
 
 fn like_to_wildcard(pattern: &str) -> String {
     pattern.replace('%', "*").replace('_', "?")
+}
+
+/// A number typed by its field: whole for `Int` fields, else float.
+enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    fn param(self) -> Param {
+        match self {
+            Number::Int(n) => Param::Int(n),
+            Number::Float(x) => Param::Float(x),
+        }
+    }
+
+    fn search(self) -> SearchValue {
+        match self {
+            Number::Int(n) => SearchValue::I64(n),
+            Number::Float(x) => SearchValue::F64(x),
+        }
+    }
+}
+
+/// `s` as a number for field `f`, or the error at `column`.
+fn number(f: &Field, s: &str, column: usize) -> Result<Number, SrqlError> {
+    if f.kind == FieldKind::Int {
+        s.parse::<i64>().map(Number::Int).map_err(|_| {
+            err(
+                column,
+                format!("a whole number for `{}:`", f.name),
+                format!("`{s}`"),
+            )
+        })
+    } else {
+        s.parse::<f64>().map(Number::Float).map_err(|_| {
+            err(
+                column,
+                format!("a number for `{}:`", f.name),
+                format!("`{s}`"),
+            )
+        })
+    }
+}
+
+/// A severity name (or level 0–4) as its level, or the error at `column`.
+fn level_of(s: &str, column: usize) -> Result<i64, SrqlError> {
+    severity_level(s).ok_or_else(|| {
+        err(
+            column,
+            "a severity: info, low, medium, high or critical",
+            format!("`{s}`"),
+        )
+    })
 }
 
 fn severity_level(s: &str) -> Option<i64> {
