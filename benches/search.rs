@@ -359,6 +359,20 @@ const FTS_WINDOW_TOP50: &str = "SELECT id, ts, host, message, ts_rank(fts, q) AS
 const FTS_STATS: &str = "SELECT host, count(*) AS count FROM events \
     WHERE fts @@ websearch_to_tsquery('simple', $1) GROUP BY host ORDER BY count DESC LIMIT 50";
 
+/// Words of the field-filtered and time-bounded classes.
+const FILTERED_WORDS: [&str; 10] = [
+    "password",
+    "shell",
+    "root",
+    "session",
+    "container",
+    "sudo",
+    "denied",
+    "kernel",
+    "sshd",
+    "user",
+];
+
 /// The fixed query set: 10 rare IOCs, 10 common words, 10 phrases, 10 field+text,
 /// 10 time-bounded, 6 stats.
 fn query_set() -> Vec<BenchQuery> {
@@ -411,21 +425,7 @@ fn query_set() -> Vec<BenchQuery> {
             &format!("\"{phrase}\""),
         ));
     }
-    for (i, word) in [
-        "password",
-        "shell",
-        "root",
-        "session",
-        "container",
-        "sudo",
-        "denied",
-        "kernel",
-        "sshd",
-        "user",
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, word) in FILTERED_WORDS.iter().enumerate() {
         let host = match i % 3 {
             0 => format!("proxmox-node-{:03}", 3 * i),
             1 => format!("k8s-worker-{:03}", 3 * i + 1),
@@ -440,21 +440,7 @@ fn query_set() -> Vec<BenchQuery> {
             fts_window: None,
         });
     }
-    for (i, word) in [
-        "password",
-        "shell",
-        "root",
-        "session",
-        "container",
-        "sudo",
-        "denied",
-        "kernel",
-        "sshd",
-        "user",
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, word) in FILTERED_WORDS.iter().enumerate() {
         let from = base() - chrono::Duration::hours(6 * (i as i64 + 1) * 11);
         let to = from + chrono::Duration::hours(6);
         set.push(BenchQuery {
