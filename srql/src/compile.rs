@@ -954,17 +954,28 @@ impl<'o> Compiler<'o> {
     ) -> Result<String, SrqlError> {
         let vcol = column + f.name.len() + 1;
         match f.kind {
-            FieldKind::Keyword | FieldKind::Uuid => {
-                if f.kind == FieldKind::Uuid {
-                    if let Value::Word(w) = value {
-                        return Ok(format!(
-                            "{expr} = {}::uuid",
-                            sql.push(Param::Text(w.clone()))
-                        ));
-                    }
+            FieldKind::Uuid => match value {
+                Value::Word(w) | Value::Phrase(w) => {
+                    check_uuid(w, vcol)?;
+                    Ok(format!(
+                        "{expr} = {}::uuid",
+                        sql.push(Param::Text(w.clone()))
+                    ))
                 }
-                keyword_sql(expr, value, sql, column, f.name)
-            }
+                Value::List(items) => {
+                    items.iter().try_for_each(|i| check_uuid(i, vcol))?;
+                    Ok(format!(
+                        "{expr} = ANY({}::uuid[])",
+                        sql.push(Param::TextArray(items.clone()))
+                    ))
+                }
+                other => Err(err(
+                    vcol,
+                    format!("a UUID or a list of UUIDs for `{}:`", f.name),
+                    format!("`{other}`"),
+                )),
+            },
+            FieldKind::Keyword => keyword_sql(expr, value, sql, column, f.name),
             FieldKind::Text => match value {
                 Value::Word(w) | Value::Phrase(w) => Ok(format!(
                     "{expr} ILIKE {}",
@@ -1084,7 +1095,7 @@ impl<'o> Compiler<'o> {
             },
             FieldKind::Json => Err(err(
                 column,
-                format!("`{}.<key>:value` (a key of the JSON)", f.name),
+                "a field of the entity (keys of event attributes: `attributes.<key>:value`)",
                 format!("`{}:` on the whole object", f.name),
             )),
         }
@@ -1587,6 +1598,16 @@ fn severity_level(s: &str) -> Option<i64> {
         "critical" | "alert" | "emergency" | "4" => 4,
         _ => return None,
     })
+}
+
+fn check_uuid(text: &str, column: usize) -> Result<(), SrqlError> {
+    let hex = text.chars().filter(char::is_ascii_hexdigit).count();
+    let shape = text.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    if shape && hex == 32 {
+        Ok(())
+    } else {
+        Err(err(column, "a UUID", format!("`{text}`")))
+    }
 }
 
 fn check_cidr(text: &str, column: usize) -> Result<(), SrqlError> {

@@ -170,6 +170,8 @@ error_case!(text_field_range_search_path, r#"message:[a,b]"#);
 error_case!(json_field, r#"attributes:foo"#);
 error_case!(json_field_metrics, r#"in:metrics labels:cpu"#);
 error_case!(json_field_search_path, r#"attributes:foo shell"#);
+error_case!(uuid_wildcard, r#"id:*abc*"#);
+error_case!(uuid_malformed, r#"id:not-a-uuid"#);
 error_case!(sort_non_time_search_path, r#"shell | sort:host"#);
 error_case!(sort_unknown_field, r#"host:a | sort:hots"#);
 error_case!(sort_search_only_field, r#"host:a | sort:ip"#);
