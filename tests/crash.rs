@@ -42,7 +42,12 @@ fn spawn_palisade(env: &TestEnv, http_port: u16) -> Child {
             "--ack-wait-secs=3",
         ])
         .env("RUST_LOG", "warn")
-        .env("PALISADE_SEARCH_INDEX_DIR", &env.search_dir)
+        // Each process is a node with its own search index (one writer per index).
+        .env(
+            "PALISADE_SEARCH_INDEX_DIR",
+            env.search_dir.join(http_port.to_string()),
+        )
+        .env("PALISADE_SEARCH_NODE", format!("node-{http_port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
