@@ -135,7 +135,9 @@ async fn consume(
     shutdown: &CancellationToken,
 ) -> Result<(), IngestError> {
     let checkpoint = blocking(index, |index| index.rollback()).await?;
-    let stop_lag = shutdown.child_token();
+    // Cancelled on shutdown, and when any stream's deliveries end (consumer deleted,
+    // pull refused): then the whole chain stops, commits, and resumes from the checkpoint.
+    let stop = shutdown.child_token();
     let mut streams = Vec::new();
     for binding in bindings() {
         let consumer =
@@ -143,18 +145,23 @@ async fn consume(
         let info = consumer.cached_info();
         tracing::info!(projection = NAME, stream = %info.stream_name, consumer = %info.name,
             resume_after = ?checkpoint.get(&info.stream_name), "consuming");
-        crate::pipeline::watch_lag(pipeline, NAME, consumer.clone(), stop_lag.clone());
+        crate::pipeline::watch_lag(pipeline, NAME, consumer.clone(), stop.clone());
+        let ended = stop.clone();
+        let deliveries = source::deliveries(&consumer, &pipeline.config).await?;
         streams.push(
-            source::deliveries(&consumer, &pipeline.config)
-                .await?
+            deliveries
+                .chain(
+                    futures::stream::once(async move { ended.cancel() })
+                        .filter_map(|()| std::future::ready(None::<Delivery>)),
+                )
                 .boxed(),
         );
     }
     let deliveries =
-        futures::stream::select_all(streams).take_until(shutdown.clone().cancelled_owned());
+        futures::stream::select_all(streams).take_until(stop.clone().cancelled_owned());
     let result =
         index_deliveries(pipeline, index, config.commit_interval, deliveries, |_| {}).await;
-    stop_lag.cancel();
+    stop.cancel();
     result.map(|_| ())
 }
 
