@@ -87,8 +87,17 @@ async fn srql_finds_ingested_events_through_the_api() {
         .to_string(),
     )
     .await;
+    env.publish(
+        "security.xdp.drops",
+        json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "host": "proxmox-node-01",
+               "drops": [{"src_ip": "198.51.100.7", "dst_ip": "10.0.0.5", "src_port": 4444,
+                          "dst_port": 22, "protocol": "tcp", "iface": "eth0", "reason": "blocklist",
+                          "rule": "deny-tor-exit", "packets": 12, "bytes": 840}]})
+        .to_string(),
+    )
+    .await;
     env.flush().await;
-    env.wait_for_count("SELECT count(*) FROM events", 35, Duration::from_secs(30))
+    env.wait_for_count("SELECT count(*) FROM events", 36, Duration::from_secs(30))
         .await;
 
     let state = palisade::server::app_state(
@@ -103,7 +112,7 @@ async fn srql_finds_ingested_events_through_the_api() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let all = query(&app, "\"Failed password\" OR container").await;
-        if all["total"]["value"].as_u64() >= Some(2) && running.search.doc_count() >= 35 {
+        if all["total"]["value"].as_u64() >= Some(2) && running.search.doc_count() >= 36 {
             break;
         }
         assert!(
@@ -141,6 +150,24 @@ async fn srql_finds_ingested_events_through_the_api() {
         .await;
     assert!(in_db > 10);
     assert_eq!(pair["total"]["value"].as_i64(), Some(in_db), "{pair}");
+
+    // A numeric attribute, in the index (with a full-text term) and in PostgreSQL.
+    let port = query(&app, "dst_port:22 deny-tor-exit").await;
+    assert_eq!(
+        (port["path"].as_str(), port["total"]["value"].as_u64()),
+        (Some("search"), Some(1)),
+        "{port}"
+    );
+    let port = query(&app, "dst_port:23 deny-tor-exit").await;
+    assert_eq!(port["total"]["value"], 0, "{port}");
+    let port = query(&app, "dst_port:22 ip:198.51.100.0/24").await;
+    assert_eq!(port["total"]["value"], 1, "{port}");
+    let port = query(&app, "dst_port:>=22 type:xdp_drop").await;
+    assert_eq!(
+        (port["path"].as_str(), port["total"]["value"].as_u64()),
+        (Some("sql"), Some(1)),
+        "{port}"
+    );
 
     // Field-only queries run in PostgreSQL; counts agree with the table.
     let rule = "Launch Privileged Container";

@@ -165,7 +165,7 @@ impl<'a> Translator<'a> {
     fn term(&self, name: &str, value: &SearchValue) -> Result<Box<dyn Query>, TranslateError> {
         let (field, kind) = match self.target(name)? {
             Target::Field(field, kind) => (field, kind),
-            Target::Json(field, path) => return Ok(json_term(field, &path, &value_text(value))),
+            Target::Json(field, path) => return Ok(json_value(field, &path, value)),
         };
         if let FieldType::Str(options) = &kind {
             let tokenized = options
@@ -299,6 +299,42 @@ fn json_term(field: Field, path: &str, value: &str) -> Box<dyn Query> {
     let mut term = Term::from_field_json_path(field, path, true);
     term.append_type_and_str(value);
     Box::new(TermQuery::new(term, IndexRecordOption::Basic))
+}
+
+/// A value at a JSON path: text as text; a number as every numeric type tantivy may
+/// have indexed it as (JSON integers are `i64`, or `u64` when too large; others `f64`).
+fn json_value(field: Field, path: &str, value: &SearchValue) -> Box<dyn Query> {
+    let numeric = |append: &dyn Fn(&mut Term)| {
+        let mut term = Term::from_field_json_path(field, path, true);
+        append(&mut term);
+        Box::new(TermQuery::new(term, IndexRecordOption::Basic)) as Box<dyn Query>
+    };
+    let mut alternatives: Vec<Box<dyn Query>> = Vec::new();
+    match value {
+        SearchValue::I64(n) => {
+            alternatives.push(numeric(&|t| t.append_type_and_fast_value(*n)));
+            if let Ok(u) = u64::try_from(*n) {
+                alternatives.push(numeric(&|t| t.append_type_and_fast_value(u)));
+            }
+            alternatives.push(numeric(&|t| t.append_type_and_fast_value(*n as f64)));
+        }
+        SearchValue::U64(n) => {
+            alternatives.push(numeric(&|t| t.append_type_and_fast_value(*n)));
+            if let Ok(i) = i64::try_from(*n) {
+                alternatives.push(numeric(&|t| t.append_type_and_fast_value(i)));
+            }
+        }
+        SearchValue::F64(x) => alternatives.push(numeric(&|t| t.append_type_and_fast_value(*x))),
+        _ => return json_term(field, path, &value_text(value)),
+    }
+    // Also as text, for agents that send numbers in strings.
+    alternatives.push(json_term(field, path, &value_text(value)));
+    Box::new(BooleanQuery::new(
+        alternatives
+            .into_iter()
+            .map(|q| (Occur::Should, q))
+            .collect(),
+    ))
 }
 
 fn value_text(value: &SearchValue) -> String {
