@@ -239,6 +239,13 @@ async fn srql_finds_ingested_events_through_the_api() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let deep = palisade::query::cursor::Cursor::new("in:logs", 1_000_000_000).encode();
+    let (status, body) = call(
+        &app,
+        post(json!({"q": "in:logs", "cursor": deep}), Some(ANALYST)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
     // One event by id; a missing one; a malformed id.
     let id = row["id"].as_str().unwrap();

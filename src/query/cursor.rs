@@ -22,6 +22,9 @@ pub enum CursorError {
     /// Not one of ours.
     #[error("the cursor is not valid; pass back next_cursor exactly as it was returned")]
     Malformed,
+    /// Deeper than paging goes.
+    #[error("paging stops after {0} rows; narrow the query (a time range, a host) to see further")]
+    TooDeep(u32),
     /// One of ours, for a different query.
     #[error("the cursor belongs to a different query; page with the query that returned it")]
     OtherQuery,

@@ -204,6 +204,11 @@ impl QueryEngine {
             Some(text) => Cursor::decode(text, q)?.offset,
             None => 0,
         };
+        // Cursors are only ever made up to the paging depth; a hand-made deeper one
+        // would make the index keep `offset` hits in memory.
+        if offset >= u64::from(self.limits.max_limit) {
+            return Err(CursorError::TooDeep(self.limits.max_limit).into());
+        }
         let compiled = self.compile(q, limit, offset)?;
         if let Some(similar) = &compiled.similar {
             return Err(QueryError::NotYetExecutable(format!(
