@@ -63,7 +63,7 @@ fn text_hits(index: &SearchIndex, token: &str) -> BTreeSet<Uuid> {
 }
 
 fn ids(index: &SearchIndex, query: &dyn Query) -> BTreeSet<Uuid> {
-    let page = index.search(query, 1000, 0).unwrap();
+    let page = index.search(query, 1000, 0, usize::MAX).unwrap();
     assert_eq!(page.total, page.hits.len());
     page.hits.iter().map(|h| h.id).collect()
 }
@@ -100,7 +100,7 @@ async fn events_in_postgres(env: &TestEnv) -> BTreeSet<Uuid> {
 
 /// Every document of the index, by id.
 fn all_ids(index: &SearchIndex) -> BTreeSet<Uuid> {
-    let page = index.search(&tantivy::query::AllQuery, 10_000, 0).unwrap();
+    let page = index.search(&tantivy::query::AllQuery, 10_000, 0, usize::MAX).unwrap();
     let ids: BTreeSet<Uuid> = page.hits.iter().map(|h| h.id).collect();
     assert_eq!(ids.len(), page.total, "one document per id");
     ids
@@ -132,6 +132,7 @@ async fn indicators_are_found_and_restarts_and_replays_keep_the_index_exact() {
             ),
             1,
             0,
+            usize::MAX,
         )
         .unwrap()
         .hits[0];

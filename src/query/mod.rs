@@ -308,21 +308,24 @@ impl QueryEngine {
         let sort = compiled.search_sort.clone();
         let (offset, limit) = (compiled.offset as usize, compiled.limit as usize);
         let cap = self.limits.max_stats_hits;
+        // Count like the SQL path: exactly up to the cap, then "at least".
+        let count_cap = usize::try_from(compiled.count_cap).unwrap_or(usize::MAX);
         let query_for_search = query.box_clone();
-        let page = tokio::task::spawn_blocking(move || match (stats, &sort) {
-            (true, _) => index.collect_keys(query_for_search.as_ref(), cap),
-            (false, SearchSort::Score) => {
-                index.search(query_for_search.as_ref(), limit + 1, offset)
-            }
-            (false, SearchSort::Field { field, desc }) => {
-                let order = if *desc { Order::Desc } else { Order::Asc };
-                index.search_sorted(query_for_search.as_ref(), field, order, limit + 1, offset)
+        let page = tokio::task::spawn_blocking(move || {
+            let query = query_for_search.as_ref();
+            match (stats, &sort) {
+                (true, _) => index.collect_keys(query, cap),
+                (false, SearchSort::Score) => index.search(query, limit + 1, offset, count_cap),
+                (false, SearchSort::Field { field, desc }) => {
+                    let order = if *desc { Order::Desc } else { Order::Asc };
+                    index.search_sorted(query, (field, order), limit + 1, offset, count_cap)
+                }
             }
         })
         .await
         .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
         .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
-        let total = page.total;
+        let (total, total_exact) = (page.total, page.total_exact);
         let hits: Vec<Hit> = page
             .hits
             .into_iter()
@@ -365,7 +368,7 @@ impl QueryEngine {
             rows,
             total: Total {
                 value: total as u64,
-                relation: "eq",
+                relation: if total_exact { "eq" } else { "gte" },
             },
             took_ms: 0.0,
             next_cursor: more.then(String::new),

@@ -40,12 +40,12 @@ use serde::{Deserialize, Serialize};
 use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::directory::error::LockError;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{Query, RangeQuery, TermQuery};
+use tantivy::query::{EnableScoring, Query, RangeQuery, TermQuery};
 use tantivy::schema::{FieldType, IndexRecordOption, Schema};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{
-    DocAddress, DocId, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score, Searcher,
-    SegmentOrdinal, SegmentReader, TantivyError, Term,
+    DocAddress, DocId, DocSet, Index, IndexReader, IndexWriter, Order, ReloadPolicy, Score,
+    Searcher, SegmentOrdinal, SegmentReader, TantivyError, Term, TERMINATED,
 };
 use uuid::Uuid;
 
@@ -206,8 +206,11 @@ pub struct SearchHit {
 /// A page of hits and how many documents matched in all.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SearchPage {
-    /// Every matching document, not only this page.
+    /// Every matching document, not only this page; when `total_exact` is false,
+    /// counting stopped here and there are more.
     pub total: usize,
+    /// Whether `total` is the exact count or a lower bound.
+    pub total_exact: bool,
     /// The page.
     pub hits: Vec<SearchHit>,
 }
@@ -519,44 +522,47 @@ impl SearchIndex {
         }
     }
 
-    /// The page `[offset, offset + limit)` of hits, best BM25 score first.
+    /// The page `[offset, offset + limit)` of hits, best BM25 score first, and the
+    /// number of matches counted up to `count_cap`.
+    ///
+    /// The page is collected alone, so tantivy can skip blocks that cannot reach
+    /// it (block-max WAND); counting every match of a common word would cost more
+    /// than finding the best fifty, so the count stops at `count_cap`.
     pub fn search(
         &self,
         query: &dyn Query,
         limit: usize,
         offset: usize,
+        count_cap: usize,
     ) -> Result<SearchPage, SearchError> {
         let searcher = self.searcher();
-        if limit == 0 {
-            return Ok(SearchPage {
-                total: searcher.search(query, &Count)?,
-                hits: Vec::new(),
-            });
-        }
-        let top = TopDocs::with_limit(limit)
-            .and_offset(offset)
-            .order_by_score();
-        let (total, docs) = searcher.search(query, &(Count, top))?;
+        let docs = if limit == 0 {
+            Vec::new()
+        } else {
+            let top = TopDocs::with_limit(limit)
+                .and_offset(offset)
+                .order_by_score();
+            searcher.search(query, &top)?
+        };
         let hits = docs
             .into_iter()
             .map(|(score, address)| hit_at(&searcher, address, Some(score)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(SearchPage {
-            total,
-            hits: hits.into_iter().flatten().collect(),
-        })
+        page(&searcher, query, count_cap, hits)
     }
 
     /// The page `[offset, offset + limit)` of hits ordered by the fast field
-    /// `field` (`ts`, `severity_level` or a keyword field).
+    /// `field` (`ts`, `severity_level` or a keyword field), and the number of
+    /// matches counted up to `count_cap`.
     pub fn search_sorted(
         &self,
         query: &dyn Query,
-        field: &str,
-        order: Order,
+        sort: (&str, Order),
         limit: usize,
         offset: usize,
+        count_cap: usize,
     ) -> Result<SearchPage, SearchError> {
+        let (field, order) = sort;
         let searcher = self.searcher();
         let entry = self
             .schema
@@ -565,28 +571,23 @@ impl SearchIndex {
             .ok()
             .filter(|e| e.is_fast())
             .ok_or_else(|| SearchError::NotSortable(field.to_owned()))?;
-        if limit == 0 {
-            return Ok(SearchPage {
-                total: searcher.search(query, &Count)?,
-                hits: Vec::new(),
-            });
-        }
-        let top = TopDocs::with_limit(limit).and_offset(offset);
-        let (total, addresses): (usize, Vec<DocAddress>) = match entry.field_type() {
+        let top = TopDocs::with_limit(limit.max(1)).and_offset(offset);
+        let addresses: Vec<DocAddress> = match entry.field_type() {
+            _ if limit == 0 => Vec::new(),
             FieldType::Date(_) => {
                 let c = top.order_by_fast_field::<tantivy::DateTime>(field, order);
-                let (n, docs) = searcher.search(query, &(Count, c))?;
-                (n, docs.into_iter().map(|(_, a)| a).collect())
+                let docs = searcher.search(query, &c)?;
+                docs.into_iter().map(|(_, a)| a).collect()
             }
             FieldType::U64(_) => {
                 let c = top.order_by_fast_field::<u64>(field, order);
-                let (n, docs) = searcher.search(query, &(Count, c))?;
-                (n, docs.into_iter().map(|(_, a)| a).collect())
+                let docs = searcher.search(query, &c)?;
+                docs.into_iter().map(|(_, a)| a).collect()
             }
             FieldType::Str(_) => {
                 let c = top.order_by_string_fast_field(field, order);
-                let (n, docs) = searcher.search(query, &(Count, c))?;
-                (n, docs.into_iter().map(|(_, a)| a).collect())
+                let docs = searcher.search(query, &c)?;
+                docs.into_iter().map(|(_, a)| a).collect()
             }
             _ => return Err(SearchError::NotSortable(field.to_owned())),
         };
@@ -594,10 +595,7 @@ impl SearchIndex {
             .into_iter()
             .map(|address| hit_at(&searcher, address, None))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(SearchPage {
-            total,
-            hits: hits.into_iter().flatten().collect(),
-        })
+        page(&searcher, query, count_cap, hits)
     }
 
     /// The keys of the matching documents, at most `cap` of them, in no
@@ -631,7 +629,7 @@ impl SearchIndex {
     pub fn lookup_ts(&self, id: Uuid) -> Result<Option<DateTime<Utc>>, SearchError> {
         let term = Term::from_field_text(self.fields.id, &id.hyphenated().to_string());
         let query = TermQuery::new(term, IndexRecordOption::Basic);
-        let page = self.search_sorted(&query, names::TS, Order::Desc, 1, 0)?;
+        let page = self.search_sorted(&query, (names::TS, Order::Desc), 1, 0, 1)?;
         Ok(page.hits.first().map(|h| h.ts))
     }
 }
@@ -704,6 +702,47 @@ fn hit_at(
     KeyColumns::open(searcher.segment_reader(address.segment_ord))?.key(address.doc_id, score)
 }
 
+/// A page of `hits` with the matches of `query` counted up to `count_cap`.
+fn page(
+    searcher: &Searcher,
+    query: &dyn Query,
+    count_cap: usize,
+    hits: Vec<Option<SearchHit>>,
+) -> Result<SearchPage, SearchError> {
+    let (total, total_exact) = count_up_to(searcher, query, count_cap)?;
+    Ok(SearchPage {
+        total,
+        total_exact,
+        hits: hits.into_iter().flatten().collect(),
+    })
+}
+
+/// Counts the live documents matching `query`, stopping once there are more than
+/// `cap`: `(count, true)` when exact, `(cap, false)` when there are more.
+fn count_up_to(
+    searcher: &Searcher,
+    query: &dyn Query,
+    cap: usize,
+) -> Result<(usize, bool), SearchError> {
+    let weight = query.weight(EnableScoring::disabled_from_searcher(searcher))?;
+    let mut count = 0usize;
+    for reader in searcher.segment_readers() {
+        let alive = reader.alive_bitset();
+        let mut scorer = weight.scorer(reader, 1.0)?;
+        let mut doc = scorer.doc();
+        while doc != TERMINATED {
+            if alive.is_none_or(|a| a.is_alive(doc)) {
+                count += 1;
+                if count > cap {
+                    return Ok((cap, false));
+                }
+            }
+            doc = scorer.advance();
+        }
+    }
+    Ok((count, true))
+}
+
 /// Collects the keys of up to `cap` matching documents and counts them all.
 struct KeyCollector {
     cap: usize,
@@ -774,6 +813,7 @@ impl SegmentCollector for KeySegmentCollector {
             Some(e) => Err(e),
             None => Ok(SearchPage {
                 total: self.total,
+                total_exact: true,
                 hits: self.hits,
             }),
         }

@@ -87,7 +87,7 @@ fn text(index: &SearchIndex, token: &str) -> TermQuery {
 }
 
 fn count(index: &SearchIndex, query: &dyn Query) -> usize {
-    index.search(query, 10, 0).unwrap().total
+    index.search(query, 10, 0, usize::MAX).unwrap().total
 }
 
 #[test]
@@ -178,7 +178,7 @@ fn keyword_ip_and_json_fields_are_exact() {
 #[test]
 fn hits_carry_the_events_row_key() {
     let index = indexed();
-    let page = index.search(&text(&index, "/etc/shadow"), 10, 0).unwrap();
+    let page = index.search(&text(&index, "/etc/shadow"), 10, 0, usize::MAX).unwrap();
     let hit = page.hits[0];
     assert_eq!(hit.id, row_id(STREAM, 1, 0));
     // Microseconds, truncated like the events table.
@@ -198,7 +198,7 @@ fn hits_carry_the_events_row_key() {
 fn sorted_pages_and_keys() {
     let index = indexed();
     let page = index
-        .search_sorted(&AllQuery, names::TS, Order::Desc, 2, 0)
+        .search_sorted(&AllQuery, (names::TS, Order::Desc), 2, 0, usize::MAX)
         .unwrap();
     assert_eq!(page.total, 3);
     let days: Vec<u32> = page
@@ -208,21 +208,34 @@ fn sorted_pages_and_keys() {
         .collect();
     assert_eq!(days, [3, 2]);
     let next = index
-        .search_sorted(&AllQuery, names::TS, Order::Desc, 2, 2)
+        .search_sorted(&AllQuery, (names::TS, Order::Desc), 2, 2, usize::MAX)
         .unwrap();
     assert_eq!(next.hits.len(), 1);
     assert_eq!(chrono::Datelike::day(&next.hits[0].ts), 1);
     assert!(index
-        .search_sorted(&AllQuery, names::HOST, Order::Asc, 5, 0)
+        .search_sorted(&AllQuery, (names::HOST, Order::Asc), 5, 0, usize::MAX)
         .is_ok());
     assert!(matches!(
-        index.search_sorted(&AllQuery, names::TEXT, Order::Asc, 5, 0),
+        index.search_sorted(&AllQuery, (names::TEXT, Order::Asc), 5, 0, usize::MAX),
         Err(SearchError::NotSortable(_))
     ));
 
     let keys = index.collect_keys(&AllQuery, 2).unwrap();
     assert_eq!((keys.total, keys.hits.len()), (3, 2));
-    assert_eq!(index.search(&AllQuery, 0, 0).unwrap().total, 3);
+    assert_eq!(index.search(&AllQuery, 0, 0, usize::MAX).unwrap().total, 3);
+}
+
+#[test]
+fn counting_stops_at_the_cap() {
+    let index = indexed();
+    let exact = index.search(&AllQuery, 1, 0, 3).unwrap();
+    assert_eq!((exact.total, exact.total_exact, exact.hits.len()), (3, true, 1));
+    let capped = index.search(&AllQuery, 1, 0, 2).unwrap();
+    assert_eq!((capped.total, capped.total_exact), (2, false));
+    let sorted = index
+        .search_sorted(&AllQuery, (names::TS, Order::Asc), 3, 0, 1)
+        .unwrap();
+    assert_eq!((sorted.total, sorted.total_exact, sorted.hits.len()), (1, false, 3));
 }
 
 #[test]
