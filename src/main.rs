@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 use palisade::config::{Connections, IngestSettings, SearchSettings, ServeSettings};
 use palisade_consumers::Projection;
 
+mod embed;
+
 /// Palisade: an event-sourced streaming SIEM core (NATS JetStream in, PostgreSQL out).
 #[derive(Debug, Parser)]
 #[command(name = "palisade", version)]
@@ -66,6 +68,8 @@ enum Command {
         #[arg(long, env = "PALISADE_API_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Embed texts with the MiniLM model (`scripts/stack.sh model`) and print the vectors as JSON.
+    Embed(embed::EmbedArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Embed(args) => embed::run(args).await,
         Command::Token(TokenCommand::New { name, scope }) => {
             let secret = palisade::auth::new_secret();
             let entry = palisade::auth::ApiToken::entry_with_scope_text(&name, &scope, &secret)?;
