@@ -3,10 +3,14 @@
 //! and PostgreSQL (CloudNativePG with pgvector/TimescaleDB).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
+use palisade_consumers::vectors::VectorStage;
 use palisade_consumers::{IngestConfig, Namespace};
+use palisade_embeddings::{Embedder, EmbedderConfig, VectorPolicy};
 use palisade_schema::Retention;
 
 /// Where the services are.
@@ -215,6 +219,68 @@ impl SearchSettings {
     }
 }
 
+/// Semantic hunting: the embedding model, the vectors projection and `SIMILAR_TO`.
+/// The model's files and runtime are found as [`EmbedderConfig::from_env`] says
+/// (`PALISADE_MODEL_DIR`, `ORT_DYLIB_PATH`, `PALISADE_EMBED_VARIANT`, …), which
+/// `scripts/stack.sh env` prints.
+#[derive(Debug, Clone, Args)]
+pub struct SemanticSettings {
+    /// Embed the events worth embedding and answer `SIMILAR_TO` (needs the converted
+    /// model: `scripts/stack.sh model`). `--vectors=false` runs without them.
+    #[arg(long, env = "PALISADE_VECTORS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub vectors: bool,
+
+    /// The selective-vectorisation policy as a TOML file; fields left out keep their
+    /// defaults (see `embeddings/src/policy.rs`).
+    #[arg(long, env = "PALISADE_VECTOR_POLICY")]
+    pub vector_policy: Option<std::path::PathBuf>,
+
+    /// Candidates up to which `filter | SIMILAR_TO(…)` ranks by an exact distance
+    /// scan; above it, HNSW and a re-check of each neighbour.
+    #[arg(long, env = "PALISADE_SIMILAR_EXACT_MAX", default_value_t = 20_000)]
+    pub similar_exact_max: u32,
+
+    /// `hnsw.ef_search` of `SIMILAR_TO` without a filter (at least k).
+    #[arg(long, env = "PALISADE_SIMILAR_EF_SEARCH", default_value_t = 100)]
+    pub similar_ef_search: u32,
+}
+
+impl SemanticSettings {
+    /// The vectors projection's stage (loads the model), or `None` when turned off.
+    pub fn vector_stage(&self) -> anyhow::Result<Option<Arc<VectorStage>>> {
+        if !self.vectors {
+            return Ok(None);
+        }
+        let config = EmbedderConfig::from_env()?;
+        let embedder = Embedder::load(&config).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\n(semantic hunting needs the converted model: run `scripts/stack.sh model`, \
+                 or start with --vectors=false)"
+            )
+        })?;
+        let policy = match &self.vector_policy {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<VectorPolicy>(&text)
+                    .with_context(|| format!("the vector policy in {}", path.display()))?
+            }
+            None => VectorPolicy::default(),
+        };
+        tracing::info!(model = %embedder.model_id(), provider = embedder.execution_provider(), "embedding model loaded");
+        Ok(Some(Arc::new(VectorStage::new(embedder, policy))))
+    }
+
+    /// What `SIMILAR_TO` runs with, sharing the projection's embedder.
+    pub fn semantic_search(&self, stage: &VectorStage) -> crate::query::SemanticSearch {
+        crate::query::SemanticSearch {
+            embedder: stage.embedder().clone(),
+            exact_max: self.similar_exact_max,
+            ef_search: self.similar_ef_search,
+        }
+    }
+}
+
 /// Settings of `palisade up`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeSettings {
@@ -237,6 +303,10 @@ pub struct ServeSettings {
     /// The query API: tokens and limits.
     #[command(flatten)]
     pub api: ApiSettings,
+
+    /// Semantic hunting.
+    #[command(flatten)]
+    pub semantic: SemanticSettings,
 }
 
 /// The HTTP query API: who may call it and how much one request may cost.

@@ -3,7 +3,9 @@
 use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
-use palisade::config::{Connections, IngestSettings, SearchSettings, ServeSettings};
+use palisade::config::{
+    Connections, IngestSettings, SearchSettings, SemanticSettings, ServeSettings,
+};
 use palisade_consumers::Projection;
 
 mod embed;
@@ -27,12 +29,14 @@ enum Command {
     Migrate,
     /// Empty a projection's tables (or this node's search index) and rebuild them from the streams.
     Replay {
-        /// Projection: events, metrics, processes, connections, vulns or search.
+        /// Projection: events, metrics, processes, connections, vulns, vectors or search.
         projection: String,
         #[command(flatten)]
         ingest: IngestSettings,
         #[command(flatten)]
         search: SearchSettings,
+        #[command(flatten)]
+        semantic: SemanticSettings,
     },
     /// Publish the bundled public sample data (real Falco alerts, Trivy reports, an
     /// auth log) to the streams, idempotently. Rows it creates say agent_id "palisade-fixtures".
@@ -109,7 +113,8 @@ async fn main() -> anyhow::Result<()> {
             projection,
             ingest,
             search,
-        } => replay(conn, &projection, ingest, search).await,
+            semantic,
+        } => replay(conn, &projection, ingest, search, semantic).await,
         Command::LoadFixtures { dir, ingest } => {
             let client = palisade::connect_nats(&conn.nats_url).await?;
             let js = async_nats::jetstream::new(client);
@@ -187,6 +192,7 @@ async fn replay(
     name: &str,
     ingest: IngestSettings,
     search: SearchSettings,
+    semantic: SemanticSettings,
 ) -> anyhow::Result<()> {
     let search_name = palisade_consumers::search::NAME;
     let projection = Projection::parse(name);
@@ -222,7 +228,11 @@ async fn replay(
         );
         return Ok(());
     };
-    let pipeline = palisade::server::pipeline(&conn, &ingest).await?;
+    let vectors = match projection {
+        Projection::Vectors => semantic.vector_stage()?,
+        _ => None,
+    };
+    let pipeline = palisade::server::pipeline(&conn, &ingest, vectors).await?;
     let report = palisade_consumers::replay::replay(&pipeline, projection, progress).await?;
     bar.finish();
     println!("replayed {} messages into {name}", report.messages);

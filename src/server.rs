@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use palisade_consumers::{IngestMetrics, Pipeline, Projection};
+use palisade_consumers::vectors::VectorStage;
+use palisade_consumers::{IngestMetrics, Pipeline};
 use palisade_core::search::SearchIndex;
 use palisade_core::store::Store;
 use palisade_schema::Maintenance;
@@ -22,6 +23,7 @@ use crate::config::{Connections, IngestSettings, ServeSettings};
 pub async fn pipeline(
     conn: &Connections,
     ingest: &IngestSettings,
+    vectors: Option<Arc<VectorStage>>,
 ) -> anyhow::Result<Arc<Pipeline>> {
     let pool = crate::connect_postgres(conn).await?;
     let mode = palisade_schema::migrate(&pool)
@@ -38,6 +40,7 @@ pub async fn pipeline(
         store: Arc::new(Store::new(pool)),
         config,
         metrics: Arc::new(IngestMetrics::default()),
+        vectors,
     }))
 }
 
@@ -73,7 +76,9 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
             settings.http_addr
         );
     }
-    let pipeline = pipeline(&conn, &settings.ingest).await?;
+    // Load the model first: a missing model fails start-up before anything runs.
+    let vectors = settings.semantic.vector_stage()?;
+    let pipeline = pipeline(&conn, &settings.ingest, vectors).await?;
     // Bind first: a taken port fails start-up before any consumer runs.
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
@@ -83,7 +88,7 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
 
-    for projection in Projection::ALL {
+    for projection in pipeline.projections() {
         tasks.push(tokio::spawn(palisade_consumers::run_projection(
             pipeline.clone(),
             projection,
@@ -107,7 +112,7 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
         shutdown.clone(),
     )));
 
-    let state = app_state(&pipeline, conn.namespace(), &search, &settings.api);
+    let state = app_state(&pipeline, conn.namespace(), &search, &settings);
     let stop_http = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(listener, api::app(state))
@@ -132,16 +137,20 @@ pub fn app_state(
     pipeline: &Arc<Pipeline>,
     namespace: palisade_consumers::Namespace,
     search: &Arc<SearchIndex>,
-    api: &crate::config::ApiSettings,
+    settings: &ServeSettings,
 ) -> AppState {
+    let api = &settings.api;
     let limits = crate::query::QueryLimits {
         default_limit: api.query_default_limit,
         max_limit: api.query_max_limit,
         timeout: api.query_timeout(),
         max_stats_hits: api.query_max_stats_hits,
     };
-    let engine =
+    let mut engine =
         crate::query::QueryEngine::new(pipeline.store.pool().clone(), search.clone(), limits);
+    if let Some(stage) = &pipeline.vectors {
+        engine = engine.with_semantic(settings.semantic.semantic_search(stage));
+    }
     if api.api_tokens.is_empty() {
         tracing::warn!("no API tokens configured: the API is open to anyone who can reach the loopback address");
     }
@@ -193,7 +202,7 @@ pub async fn replay_search(
     search: &crate::config::SearchSettings,
     progress: impl Fn(u64, u64),
 ) -> anyhow::Result<palisade_consumers::search::SearchReplayReport> {
-    let pipeline = pipeline(conn, ingest).await?;
+    let pipeline = pipeline(conn, ingest, None).await?;
     let dir = search.index_dir();
     let options = search.writer_options();
     let index = tokio::task::spawn_blocking(move || SearchIndex::recreate(&dir, options)).await??;

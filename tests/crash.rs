@@ -42,6 +42,7 @@ fn spawn_palisade(env: &TestEnv, http_port: u16) -> Child {
             "--ack-wait-secs=3",
         ])
         .env("RUST_LOG", "warn")
+        .env("PALISADE_VECTORS", "false")
         // Each process is a node with its own search index (one writer per index).
         .env(
             "PALISADE_SEARCH_INDEX_DIR",

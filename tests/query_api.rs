@@ -104,7 +104,7 @@ async fn srql_finds_ingested_events_through_the_api() {
         &running.pipeline,
         env.connections().namespace(),
         &running.search,
-        &settings.api,
+        &settings,
     );
     let app = palisade::api::app(state);
 

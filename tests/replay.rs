@@ -61,7 +61,7 @@ async fn replay_rebuilds_the_same_rows() {
     running.stop().await;
 
     let ingest = env.serve_settings(&[]).ingest;
-    let pipeline = palisade::server::pipeline(&env.connections(), &ingest)
+    let pipeline = palisade::server::pipeline(&env.connections(), &ingest, None)
         .await
         .unwrap();
     let progress = std::sync::Mutex::new(Vec::new());

@@ -100,7 +100,9 @@ async fn events_in_postgres(env: &TestEnv) -> BTreeSet<Uuid> {
 
 /// Every document of the index, by id.
 fn all_ids(index: &SearchIndex) -> BTreeSet<Uuid> {
-    let page = index.search(&tantivy::query::AllQuery, 10_000, 0, usize::MAX).unwrap();
+    let page = index
+        .search(&tantivy::query::AllQuery, 10_000, 0, usize::MAX)
+        .unwrap();
     let ids: BTreeSet<Uuid> = page.hits.iter().map(|h| h.id).collect();
     assert_eq!(ids.len(), page.total, "one document per id");
     ids
@@ -326,6 +328,7 @@ fn spawn_palisade(env: &TestEnv, commit_interval_ms: u64) -> Palisade {
         .env("PALISADE_SEARCH_INDEX_DIR", &env.search_dir)
         .env("PALISADE_SEARCH_NODE", "crash-node")
         .env("RUST_LOG", "warn")
+        .env("PALISADE_VECTORS", "false")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

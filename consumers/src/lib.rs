@@ -25,6 +25,7 @@ pub mod replay;
 pub mod search;
 pub mod source;
 pub mod streams;
+pub mod vectors;
 pub mod write;
 
 pub use config::{IngestConfig, Namespace};

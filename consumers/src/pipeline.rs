@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ConsumerLabels;
 use crate::projection::Binding;
+use crate::vectors::VectorStage;
 use crate::write::Writer;
 use crate::{ack, batch, decode, source, IngestConfig, IngestError, IngestMetrics, Projection};
 
@@ -25,20 +26,33 @@ pub struct Pipeline {
     pub config: IngestConfig,
     /// Metrics.
     pub metrics: Arc<IngestMetrics>,
+    /// The vectors projection's embed stage; `None` when semantic hunting is off.
+    pub vectors: Option<Arc<VectorStage>>,
 }
 
 impl Pipeline {
     /// A writer for `projection`.
     pub fn writer(&self, projection: Projection, publish_dead_letters: bool) -> Writer {
         self.metrics.init_projection(projection.name());
+        let vectors = projection == Projection::Vectors;
         Writer {
             js: self.js.clone(),
             store: self.store.clone(),
             projection,
             config: self.config.clone(),
             metrics: self.metrics.clone(),
-            publish_dead_letters,
+            publish_dead_letters: publish_dead_letters && !vectors,
+            vectors: if vectors { self.vectors.clone() } else { None },
         }
+    }
+
+    /// The projections this pipeline runs: all of them, less the vectors
+    /// projection when semantic hunting is off.
+    pub fn projections(&self) -> Vec<Projection> {
+        Projection::ALL
+            .into_iter()
+            .filter(|p| *p != Projection::Vectors || self.vectors.is_some())
+            .collect()
     }
 }
 

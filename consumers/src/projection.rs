@@ -16,6 +16,8 @@ pub enum Projection {
     Connections,
     /// `scans`, `packages`, `vulnerabilities`, `host_packages`, `host_vulnerabilities`.
     Vulns,
+    /// `event_vectors`: embeddings of the events worth embedding (semantic hunting).
+    Vectors,
 }
 
 /// One stream a projection reads, with its subject filters (contract subjects,
@@ -30,12 +32,13 @@ pub struct Binding {
 
 impl Projection {
     /// Every projection, in start-up order.
-    pub const ALL: [Projection; 5] = [
+    pub const ALL: [Projection; 6] = [
         Projection::Events,
         Projection::Metrics,
         Projection::Processes,
         Projection::Connections,
         Projection::Vulns,
+        Projection::Vectors,
     ];
 
     /// The name used on the command line, in durable consumer names and metrics.
@@ -46,6 +49,7 @@ impl Projection {
             Projection::Processes => "processes",
             Projection::Connections => "connections",
             Projection::Vulns => "vulns",
+            Projection::Vectors => "vectors",
         }
     }
 
@@ -62,7 +66,7 @@ impl Projection {
     /// The streams and subjects this projection reads.
     pub fn bindings(self) -> &'static [Binding] {
         match self {
-            Projection::Events => &[
+            Projection::Events | Projection::Vectors => &[
                 Binding {
                     family: StreamFamily::Security,
                     filters: &["falco.>", "security.>"],
@@ -98,6 +102,7 @@ impl Projection {
             Projection::Metrics => &["metrics", "metrics_rollup_pending"],
             Projection::Processes => &["processes"],
             Projection::Connections => &["connections"],
+            Projection::Vectors => &["event_vectors"],
             Projection::Vulns => &[
                 "host_vulnerabilities",
                 "host_packages",

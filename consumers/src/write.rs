@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use palisade_core::store::{Batch, DeadLetter, Store, StoreError, WriteSummary};
+use palisade_core::store::{row_id, Batch, DeadLetter, Store, StoreError, WriteSummary};
+use palisade_core::vectors::EventVector;
 use tracing::instrument;
 
+use crate::vectors::VectorStage;
 use crate::{ack, decode::DecodedBatch, dlq, IngestConfig, IngestMetrics, Projection};
 
 /// Writes batches of one projection.
@@ -24,8 +26,12 @@ pub struct Writer {
     pub config: IngestConfig,
     /// Metrics.
     pub metrics: Arc<IngestMetrics>,
-    /// False during a replay: its dead letters were published the first time.
+    /// False during a replay (its dead letters were published the first time) and
+    /// for the vectors projection (the events projection publishes them).
     pub publish_dead_letters: bool,
+    /// The vectors projection's embed stage: when set, batches are embedded and
+    /// written to `event_vectors` instead of the projection tables.
+    pub vectors: Option<Arc<VectorStage>>,
 }
 
 /// Exponential backoff from 100 ms to a ceiling.
@@ -58,13 +64,18 @@ impl Writer {
         let started = Instant::now();
         self.dead_letter(&decoded.batch.dead_letters, &decoded.ackers)
             .await;
+        let vectors = match &self.vectors {
+            Some(stage) => Some(self.embed_with_retry(stage, decoded).await),
+            None => None,
+        };
+        let vectors = vectors.as_deref();
 
         let summary = match self
-            .write_with_retry(slot, &decoded.batch, &decoded.ackers)
+            .write_with_retry(slot, &decoded.batch, vectors, &decoded.ackers)
             .await
         {
             Ok(summary) => summary,
-            Err(err) => self.write_one_by_one(slot, decoded, &err).await,
+            Err(err) => self.write_one_by_one(slot, decoded, vectors, &err).await,
         };
         let labels = IngestMetrics::labels(self.projection.name());
         self.metrics
@@ -82,21 +93,63 @@ impl Writer {
         summary
     }
 
+    /// Embeds the batch's selected events. The model failing is not the
+    /// messages' fault, so it is retried like a transient fault, never dropped.
+    async fn embed_with_retry(
+        &self,
+        stage: &VectorStage,
+        decoded: &DecodedBatch,
+    ) -> Vec<EventVector> {
+        let mut backoff = Backoff::new(self.config.max_backoff);
+        loop {
+            match stage.embed(&decoded.batch).await {
+                Ok(embedded) => {
+                    tracing::debug!(
+                        embedded = embedded.vectors.len(),
+                        skipped = embedded.skipped,
+                        "batch embedded"
+                    );
+                    return embedded.vectors;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "embedding failed; retrying");
+                    ack::in_progress(&decoded.ackers).await;
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+
+    /// One attempt at the write: the projection's tables, or the batch's vectors.
+    async fn write_once(
+        &self,
+        slot: i32,
+        batch: &Batch,
+        vectors: Option<&[EventVector]>,
+    ) -> Result<WriteSummary, StoreError> {
+        let name = self.projection.name();
+        match (&self.vectors, vectors) {
+            (Some(stage), Some(vectors)) => {
+                self.store
+                    .write_vectors(name, slot, batch, stage.provenance(), vectors)
+                    .await
+            }
+            _ => self.store.write_batch(name, slot, batch).await,
+        }
+    }
+
     /// Retries transient faults forever; returns a permanent error.
     async fn write_with_retry(
         &self,
         slot: i32,
         batch: &Batch,
+        vectors: Option<&[EventVector]>,
         ackers: &[async_nats::jetstream::message::Acker],
     ) -> Result<WriteSummary, StoreError> {
         let mut backoff = Backoff::new(self.config.max_backoff);
         let mut last_progress = Instant::now();
         loop {
-            match self
-                .store
-                .write_batch(self.projection.name(), slot, batch)
-                .await
-            {
+            match self.write_once(slot, batch, vectors).await {
                 Ok(summary) => return Ok(summary),
                 Err(err) if err.is_transient() => {
                     tracing::warn!(error = %err, "transient write fault; retrying");
@@ -122,6 +175,7 @@ impl Writer {
         &self,
         slot: i32,
         decoded: &mut DecodedBatch,
+        vectors: Option<&[EventVector]>,
         first: &StoreError,
     ) -> WriteSummary {
         tracing::warn!(error = %first, "batch failed permanently; writing its messages one by one");
@@ -129,11 +183,25 @@ impl Writer {
         let mut unstorable = Vec::new();
         let records = std::mem::take(&mut decoded.batch.records);
         for (index, record) in records.into_iter().enumerate() {
+            // The vectors of this message's events (ids are stream/seq/index).
+            let own: Option<Vec<EventVector>> = vectors.map(|all| {
+                let (position, decoded) = &record;
+                let ids: Vec<_> = (0..decoded.len())
+                    .map(|i| row_id(&position.stream, position.seq, i))
+                    .collect();
+                all.iter()
+                    .filter(|v| ids.contains(&v.id))
+                    .cloned()
+                    .collect()
+            });
             let single = Batch {
                 records: vec![record],
                 dead_letters: Vec::new(),
             };
-            match self.write_with_retry(slot, &single, &decoded.ackers).await {
+            match self
+                .write_with_retry(slot, &single, own.as_deref(), &decoded.ackers)
+                .await
+            {
                 Ok(s) => {
                     total.rows_inserted += s.rows_inserted;
                     total.records += s.records;
@@ -163,8 +231,9 @@ impl Writer {
             dead_letters: std::mem::take(&mut decoded.batch.dead_letters),
         };
         // A batch of dead-letter rows and offsets can only fail transiently.
+        let no_vectors = vectors.map(|_| &[][..]);
         if let Err(err) = self
-            .write_with_retry(slot, &dead_only, &decoded.ackers)
+            .write_with_retry(slot, &dead_only, no_vectors, &decoded.ackers)
             .await
         {
             tracing::error!(error = %err, "dead letters could not be recorded");

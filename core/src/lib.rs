@@ -16,3 +16,4 @@ pub mod decode;
 pub mod model;
 pub mod search;
 pub mod store;
+pub mod vectors;

@@ -1090,7 +1090,7 @@ async fn insert_dead_letters(
     Ok(())
 }
 
-async fn record_offsets(
+pub(crate) async fn record_offsets(
     tx: &mut Transaction<'_, Postgres>,
     projection: &str,
     slot: i32,

@@ -126,6 +126,8 @@ pub struct MaintenanceReport {
     pub hours_rolled_up: i32,
     /// Rollup rows deleted by retention.
     pub rollup_rows_deleted: u64,
+    /// Event vectors deleted with the events' retention.
+    pub vectors_deleted: u64,
 }
 
 /// The periodic upkeep: partitions ahead, hourly rollup, retention.
@@ -190,6 +192,18 @@ impl Maintenance {
                         .await?;
                 report.partitions_dropped.extend(dropped);
             }
+        }
+        if let Some(cutoff) = self
+            .retention
+            .events_days
+            .and_then(|d| today.checked_sub_days(Days::new(d.into())))
+        {
+            // Not partitioned (one HNSW graph), so rows, not partitions.
+            report.vectors_deleted = sqlx::query("DELETE FROM event_vectors WHERE ts < $1")
+                .bind(cutoff)
+                .execute(pool)
+                .await?
+                .rows_affected();
         }
         if native {
             if let Some(cutoff) = self

@@ -15,6 +15,7 @@
 pub mod cursor;
 pub mod group;
 pub mod search;
+pub mod semantic;
 pub mod snippet;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use uuid::Uuid;
 
 use cursor::{Cursor, CursorError};
 use search::{TranslateError, Translator};
+pub use semantic::{SemanticReport, SemanticSearch};
 
 /// Limits one query runs under.
 #[derive(Debug, Clone)]
@@ -115,6 +117,9 @@ pub struct QueryAnswer {
     pub next_cursor: Option<String>,
     /// True when a stats answer covers only the first `max_stats_hits` search hits.
     pub partial: bool,
+    /// `SIMILAR_TO` only: how the rows were ranked and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<SemanticReport>,
 }
 
 /// What `explain` shows: how the query would run, without running it.
@@ -134,6 +139,7 @@ pub struct QueryEngine {
     pool: PgPool,
     index: Arc<SearchIndex>,
     limits: QueryLimits,
+    semantic: Option<SemanticSearch>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -159,7 +165,14 @@ impl QueryEngine {
             pool,
             index,
             limits,
+            semantic: None,
         }
+    }
+
+    /// Lets `SIMILAR_TO` run, embedding its text with `semantic.embedder`.
+    pub fn with_semantic(mut self, semantic: SemanticSearch) -> Self {
+        self.semantic = Some(semantic);
+        self
     }
 
     /// The limits in force.
@@ -210,13 +223,6 @@ impl QueryEngine {
             return Err(CursorError::TooDeep(self.limits.max_limit).into());
         }
         let compiled = self.compile(q, limit, offset)?;
-        if let Some(similar) = &compiled.similar {
-            return Err(QueryError::NotYetExecutable(format!(
-                "SIMILAR_TO({:?}) parses, but semantic search is not available yet; \
-                 drop the SIMILAR_TO stage to run the rest",
-                similar.text
-            )));
-        }
         let timeout = self.limits.timeout;
         let mut answer = tokio::time::timeout(timeout, self.execute(&compiled))
             .await
@@ -239,6 +245,28 @@ impl QueryEngine {
         match compiled.path {
             ExecPath::Sql => self.execute_sql(compiled).await,
             ExecPath::Search => self.execute_search(compiled).await,
+            ExecPath::Semantic => {
+                let similar = compiled.similar.as_ref().ok_or_else(|| {
+                    QueryError::Internal("semantic path without SIMILAR_TO".into())
+                })?;
+                let (rows, report) = self.execute_semantic(compiled, similar).await?;
+                let mut columns = compiled.columns.clone();
+                columns.push("similarity".into());
+                Ok(QueryAnswer {
+                    entity: compiled.entity.to_string(),
+                    path: "semantic",
+                    columns,
+                    total: Total {
+                        value: rows.len() as u64,
+                        relation: "eq",
+                    },
+                    rows,
+                    took_ms: 0.0,
+                    next_cursor: None,
+                    partial: false,
+                    semantic: Some(report),
+                })
+            }
         }
     }
 
@@ -258,7 +286,8 @@ impl QueryEngine {
         let rows: Vec<Value> = rows.into_iter().take(limit).collect();
         let total = match (&compiled.count_sql, more) {
             (Some(count_sql), _) if !stats => {
-                let count: i64 = bind_all(sqlx::query_scalar(count_sql), &compiled.count_params)
+                let args = arguments(&[], &compiled.count_params)?;
+                let count: i64 = sqlx::query_scalar_with(count_sql, args)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db_error)?;
@@ -287,6 +316,7 @@ impl QueryEngine {
             took_ms: 0.0,
             next_cursor: more.then(String::new),
             partial: false,
+            semantic: None,
         })
     }
 
@@ -373,6 +403,7 @@ impl QueryEngine {
             took_ms: 0.0,
             next_cursor: more.then(String::new),
             partial: stats && total > cap,
+            semantic: None,
         })
     }
 
@@ -445,6 +476,7 @@ impl QueryEngine {
             took_ms: 0.0,
             next_cursor: more.then(String::new),
             partial: false,
+            semantic: None,
         })
     }
 
@@ -541,14 +573,7 @@ async fn fetch_json(
     columns: &[String],
 ) -> Result<Vec<Value>, QueryError> {
     let wrapped = format!("SELECT row_to_json(r)::text FROM ({sql}) r");
-    let mut query = sqlx::query_scalar::<_, String>(&wrapped);
-    for key in keys {
-        query = match key {
-            KeyArray::Ts(ts) => query.bind(ts.clone()),
-            KeyArray::Id(ids) => query.bind(ids.clone()),
-        };
-    }
-    let texts = bind_all(query, params)
+    let texts = sqlx::query_scalar_with::<_, String, _>(&wrapped, arguments(keys, params)?)
         .fetch_all(&mut **tx)
         .await
         .map_err(db_error)?;
@@ -572,21 +597,32 @@ async fn fetch_json(
         .collect()
 }
 
-fn bind_all<'q, O>(
-    mut query: sqlx::query::QueryScalar<'q, Postgres, O, PgArguments>,
-    params: &'q [Param],
-) -> sqlx::query::QueryScalar<'q, Postgres, O, PgArguments> {
-    for param in params {
-        query = match param {
-            Param::Text(s) => query.bind(s.as_str()),
-            Param::TextArray(v) => query.bind(v.clone()),
-            Param::Int(n) => query.bind(*n),
-            Param::Float(x) => query.bind(*x),
-            Param::Time(t) => query.bind(*t),
-            Param::Bool(b) => query.bind(*b),
-        };
-    }
-    query
+/// The bound values of a statement: the key arrays (`$1`, `$2`, …), then `params`.
+fn arguments(keys: &[KeyArray], params: &[Param]) -> Result<PgArguments, QueryError> {
+    use sqlx::Arguments;
+    let mut args = PgArguments::default();
+    let added = keys
+        .iter()
+        .map(|key| match key {
+            KeyArray::Ts(ts) => args.add(ts.clone()),
+            KeyArray::Id(ids) => args.add(ids.clone()),
+        })
+        .collect::<Result<Vec<()>, _>>()
+        .and_then(|_| {
+            params
+                .iter()
+                .map(|param| match param {
+                    Param::Text(s) => args.add(s.clone()),
+                    Param::TextArray(v) => args.add(v.clone()),
+                    Param::Int(n) => args.add(*n),
+                    Param::Float(x) => args.add(*x),
+                    Param::Time(t) => args.add(*t),
+                    Param::Bool(b) => args.add(*b),
+                })
+                .collect::<Result<Vec<()>, _>>()
+        });
+    added.map_err(|e| QueryError::Internal(format!("binding a value: {e}")))?;
+    Ok(args)
 }
 
 /// Maps a PostgreSQL failure to what the caller should hear.

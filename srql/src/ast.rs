@@ -127,6 +127,8 @@ pub enum Stage {
         text: String,
         /// How many nearest events (default 50).
         k: u32,
+        /// 1-based column of the stage.
+        column: usize,
     },
 }
 
@@ -270,7 +272,7 @@ impl fmt::Display for Stage {
                 }
                 Ok(())
             }
-            Stage::SimilarTo { text, k } => write!(f, "SIMILAR_TO({}, {k})", quote(text)),
+            Stage::SimilarTo { text, k, .. } => write!(f, "SIMILAR_TO({}, {k})", quote(text)),
         }
     }
 }

@@ -52,6 +52,9 @@ pub enum ExecPath {
     Sql,
     /// The search index, then rows by key.
     Search,
+    /// `SIMILAR_TO`: embed the text, rank the filter's candidates (or every
+    /// embedded event) by cosine similarity, then rows by key.
+    Semantic,
 }
 
 /// A bound SQL parameter.
@@ -180,13 +183,40 @@ pub enum Output {
     },
 }
 
-/// `SIMILAR_TO`, parsed; run by the semantic-search feature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// `SIMILAR_TO`: what the executor needs to rank events by meaning.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimilarTo {
     /// Text to compare with.
     pub text: String,
-    /// Neighbours.
+    /// Events to return: the stage's `k`, or fewer when `limit:` says so.
     pub k: u32,
+    /// Where the candidates come from.
+    pub candidates: Candidates,
+    /// The chosen events' rows by key (`$1` times, `$2` ids), in rank order.
+    pub rows_sql: String,
+}
+
+/// The events a `SIMILAR_TO` stage may return.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Candidates {
+    /// No filter: every embedded event.
+    All,
+    /// The events matching [`Compiled::search`] in the search index.
+    Search,
+    /// The events matching a SQL filter.
+    Sql {
+        /// `(ts, id)` of the matching events, `LIMIT` the last placeholder (one past
+        /// `params`), which the executor binds to its exact-scan threshold + 1.
+        sql: String,
+        /// Values for `sql`, without the limit.
+        params: Vec<Param>,
+        /// Which of the given keys (`$1` times, `$2` ids) match the filter: the
+        /// re-check after an approximate (HNSW) search.
+        recheck_sql: String,
+        /// Values for `recheck_sql` (from `$3`).
+        recheck_params: Vec<Param>,
+    },
 }
 
 /// The plan, for `explain`.
@@ -231,9 +261,12 @@ pub struct Compiled {
     pub limit: u32,
     /// Rows skipped.
     pub offset: u64,
-    /// `SIMILAR_TO`, when present (not executed yet).
+    /// `SIMILAR_TO`, when present (the path is then [`ExecPath::Semantic`]).
     pub similar: Option<SimilarTo>,
 }
+
+/// `[lower, upper)`, either end open.
+type TimeWindow = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// The cap of the total count on the sql path.
 pub const COUNT_CAP: u64 = 10_000;
@@ -252,7 +285,8 @@ struct Directives {
     sort: Option<(String, bool, usize)>,
     limit: Option<u32>,
     stats: Option<Stage>,
-    similar: Option<SimilarTo>,
+    /// `SIMILAR_TO`: text, k, column.
+    similar: Option<(String, u32, usize)>,
 }
 
 struct Compiler<'o> {
@@ -283,17 +317,17 @@ impl<'o> Compiler<'o> {
                 } => d.sort = Some((field.clone(), *desc, *column)),
                 Stage::Limit { rows } => d.limit = Some(*rows),
                 Stage::Stats { .. } => d.stats = Some(stage.clone()),
-                Stage::SimilarTo { text, k } => {
-                    d.similar = Some(SimilarTo {
-                        text: text.clone(),
-                        k: *k,
-                    })
+                Stage::SimilarTo { text, k, column } => {
+                    d.similar = Some((text.clone(), *k, *column));
                 }
             }
         }
         let entity = d.entity.map_or(Entity::Events, |(e, _)| e);
         if let Some(f) = &filter {
             self.check_fields(entity, f)?;
+        }
+        if let Some((_, _, column)) = &d.similar {
+            check_similar(entity, &d, *column)?;
         }
         let limit = self
             .options
@@ -337,7 +371,7 @@ impl<'o> Compiler<'o> {
             columns,
             limit,
             offset: self.options.offset,
-            similar: d.similar.clone(),
+            similar: None,
         };
 
         if search_path {
@@ -422,27 +456,11 @@ impl<'o> Compiler<'o> {
         } else {
             steps.push("no full-text terms: one SQL statement".into());
             let mut sql = Sql::new(0);
-            let mut conditions: Vec<String> = Vec::new();
-            if let Some(c) = entity.base_condition() {
-                conditions.push(c.to_owned());
-            }
-            if let Some(c) = entity_sql(entity, &mut sql) {
-                conditions.push(c);
-            }
+            let conditions =
+                self.sql_conditions(entity, filter.as_ref(), &time_conditions, &mut sql)?;
             let time_sql = catalogue::field(entity, entity.time_field())
                 .and_then(|f| f.sql)
                 .unwrap_or("ts");
-            for (lower, upper) in &time_conditions {
-                if let Some(l) = lower {
-                    conditions.push(format!("{time_sql} >= {}", sql.push(Param::Time(*l))));
-                }
-                if let Some(u) = upper {
-                    conditions.push(format!("{time_sql} < {}", sql.push(Param::Time(*u))));
-                }
-            }
-            if let Some(f) = &filter {
-                conditions.push(self.sql_expr(entity, f, &mut sql)?);
-            }
             let where_sql = if conditions.is_empty() {
                 String::new()
             } else {
@@ -507,14 +525,135 @@ impl<'o> Compiler<'o> {
             }
             compiled.params = sql.params;
         }
-        if let Some(s) = &d.similar {
-            steps.push(format!(
-                "SIMILAR_TO({:?}, {}) parsed; semantic ranking is not executed yet",
-                s.text, s.k
-            ));
+        if let Some((text, k, _)) = &d.similar {
+            steps = self.semantic(
+                &mut compiled,
+                (text, *k),
+                d.limit,
+                filter.as_ref(),
+                &time_conditions,
+            )?;
         }
         compiled.plan = Plan { steps };
         Ok(compiled)
+    }
+
+    /// The SQL conditions of an entity, its time windows and its filter, with
+    /// their values pushed onto `sql`.
+    fn sql_conditions(
+        &self,
+        entity: Entity,
+        filter: Option<&Expr>,
+        time_conditions: &[TimeWindow],
+        sql: &mut Sql,
+    ) -> Result<Vec<String>, SrqlError> {
+        let mut conditions: Vec<String> = Vec::new();
+        if let Some(c) = entity.base_condition() {
+            conditions.push(c.to_owned());
+        }
+        if let Some(c) = entity_sql(entity, sql) {
+            conditions.push(c);
+        }
+        let time_sql = catalogue::field(entity, entity.time_field())
+            .and_then(|f| f.sql)
+            .unwrap_or("ts");
+        for (lower, upper) in time_conditions {
+            if let Some(l) = lower {
+                conditions.push(format!("{time_sql} >= {}", sql.push(Param::Time(*l))));
+            }
+            if let Some(u) = upper {
+                conditions.push(format!("{time_sql} < {}", sql.push(Param::Time(*u))));
+            }
+        }
+        if let Some(f) = filter {
+            conditions.push(self.sql_expr(entity, f, sql)?);
+        }
+        Ok(conditions)
+    }
+
+    /// Turns `compiled` into a `SIMILAR_TO` query: where its candidates come from
+    /// and how its rows are fetched. Returns the plan's steps.
+    fn semantic(
+        &self,
+        compiled: &mut Compiled,
+        (text, k): (&str, u32),
+        limit: Option<u32>,
+        filter: Option<&Expr>,
+        time_conditions: &[TimeWindow],
+    ) -> Result<Vec<String>, SrqlError> {
+        let entity = compiled.entity;
+        let k = match self.options.limit.or(limit) {
+            Some(limit) => k.min(limit.max(1)),
+            None => k,
+        };
+        let mut steps = vec![
+            format!("select {}", entity.name()),
+            format!("embed {text:?} with the sentence model"),
+        ];
+        let candidates = if compiled.path == ExecPath::Search {
+            steps.push(
+                "candidates: the events the search index matches (full-text terms present)".into(),
+            );
+            Candidates::Search
+        } else {
+            let mut select = Sql::new(0);
+            let conditions = self.sql_conditions(entity, filter, time_conditions, &mut select)?;
+            if conditions.is_empty() {
+                compiled.search = None;
+                steps.push("candidates: every embedded event (no filter)".into());
+                steps.push(format!("rank: HNSW index (cosine), top {k}"));
+                Candidates::All
+            } else {
+                let cap = format!("${}", select.params.len() + 1);
+                let mut recheck = Sql::new(2);
+                let recheck_conditions =
+                    self.sql_conditions(entity, filter, time_conditions, &mut recheck)?;
+                steps.push("candidates: the events the SQL filter selects".into());
+                Candidates::Sql {
+                    sql: format!(
+                        "SELECT e.ts, e.id FROM {} WHERE {} LIMIT {cap}",
+                        entity.from_sql(),
+                        conditions.join(" AND ")
+                    ),
+                    params: select.params,
+                    recheck_sql: format!(
+                        "SELECT e.ts, e.id FROM {} JOIN unnest($1::timestamptz[], $2::uuid[]) \
+                         AS k(ts, id) ON e.ts = k.ts AND e.id = k.id WHERE {}",
+                        entity.from_sql(),
+                        recheck_conditions.join(" AND ")
+                    ),
+                    recheck_params: recheck.params,
+                }
+            }
+        };
+        if candidates != Candidates::All {
+            steps.push(format!(
+                "rank: exact cosine distance over the candidates when they are few, \
+                 else HNSW (raised ef_search) and re-check each neighbour against the filter; \
+                 top {k}"
+            ));
+        }
+        let cols = select_list(entity.columns().iter().map(|(_, s)| *s));
+        let rows_sql = format!(
+            "SELECT {cols} FROM events e JOIN unnest($1::timestamptz[], $2::uuid[]) \
+             WITH ORDINALITY AS k(ts, id, ord) ON e.ts = k.ts AND e.id = k.id ORDER BY k.ord"
+        );
+        steps.push(format!(
+            "fetch the {k} rows by (ts, id) from PostgreSQL, most similar first"
+        ));
+        compiled.path = ExecPath::Semantic;
+        compiled.sql = rows_sql.clone();
+        compiled.params = Vec::new();
+        compiled.count_sql = None;
+        compiled.count_params = Vec::new();
+        compiled.limit = k;
+        compiled.similar = Some(SimilarTo {
+            text: text.to_owned(),
+            k,
+            candidates,
+            rows_sql,
+        });
+        Ok(steps)
     }
 
     /// Lifts `in:`, `time:`, `today`, `sort:`, `limit:` and `stats:` out of the filter.
@@ -637,18 +776,14 @@ impl<'o> Compiler<'o> {
         &self,
         _entity: Entity,
         times: &[(Value, usize)],
-    ) -> Result<Vec<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)>, SrqlError> {
+    ) -> Result<Vec<TimeWindow>, SrqlError> {
         times
             .iter()
             .map(|(v, column)| self.time_window(v, *column + 5))
             .collect()
     }
 
-    fn time_window(
-        &self,
-        value: &Value,
-        column: usize,
-    ) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), SrqlError> {
+    fn time_window(&self, value: &Value, column: usize) -> Result<TimeWindow, SrqlError> {
         let now = self.options.now;
         match value {
             Value::Word(w) | Value::Phrase(w) => {
@@ -1495,6 +1630,33 @@ fn dynamic_attribute(entity: Entity, field: &str) -> Option<&str> {
         return None;
     }
     field.strip_prefix("attributes.").filter(|k| !k.is_empty())
+}
+
+/// `SIMILAR_TO` ranks events by meaning: it needs events, and neither stats nor a
+/// `sort:` of its own.
+fn check_similar(entity: Entity, d: &Directives, column: usize) -> Result<(), SrqlError> {
+    if !entity.is_event() {
+        return Err(err(
+            column,
+            "`SIMILAR_TO` over events, alerts or logs",
+            format!("`SIMILAR_TO` over `in:{}`", entity.name()),
+        ));
+    }
+    if let Some(Stage::Stats { column, .. }) = &d.stats {
+        return Err(err(
+            *column,
+            "either `stats` or `SIMILAR_TO` (stats of similar events come later)",
+            "`stats` with `SIMILAR_TO`",
+        ));
+    }
+    if let Some((field, _, column)) = &d.sort {
+        return Err(err(
+            *column,
+            "no `sort:` with `SIMILAR_TO` (its rows come most similar first)",
+            format!("`sort:{field}`"),
+        ));
+    }
+    Ok(())
 }
 
 fn unknown(entity: Entity, field: &str, column: usize) -> SrqlError {

@@ -1,7 +1,7 @@
 //! The SRQL grammar, one function per rule (nom).
 //!
 //! ```text
-//! query      = filter? ( "|" stage )* EOF
+//! query      = ( filter | similar_to )? ( "|" stage )* EOF
 //! filter     = or
 //! or         = and ( "OR" and )*
 //! and        = unary ( "AND"? unary )*                 -- juxtaposition is AND
@@ -20,7 +20,7 @@
 //! stats      = "stats:" phrase | "stats" aggregate ( "," aggregate )* ( "by" key ( "," key )* )?
 //! aggregate  = ( "count" | "sum" | "avg" | "min" | "max" ) "(" field? ")" ( "as" name )?
 //! key        = "bucket(" field "," width ")" | field                 -- width: 15m, 1h, 1d
-//! similar_to = "SIMILAR_TO(" phrase ( "," digits )? ")"
+//! similar_to = "SIMILAR_TO(" phrase ( "," digits )? ")"        -- k from 1 to 1000, default 50
 //! phrase     = '"' ( [^"\\] | "\\" any )* '"'
 //! word       = [^ whitespace ( ) | "]+
 //! atom       = [^ whitespace ( ) [ ] , | "]+
@@ -39,6 +39,9 @@ use nom::{IResult, Parser};
 
 use crate::ast::{Aggregate, AggregateFn, CompareOp, Expr, GroupKey, Query, Stage, Value};
 use crate::error::{Limits, SrqlError};
+
+/// Most neighbours `SIMILAR_TO("…", k)` may ask for.
+pub const MAX_NEIGHBOURS: u32 = 1000;
 
 /// A parse failure: where (the input left) and what was expected there.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,14 +104,20 @@ impl<'s> Grammar<'s> {
     /// query = filter? ( "|" stage )* EOF
     fn query(&self, input: &'s str) -> Res<'s, Query> {
         let (mut rest, _) = multispace0(input)?;
+        let mut stages = Vec::new();
         let filter = if rest.is_empty() || rest.starts_with('|') {
+            None
+        } else if rest.starts_with("SIMILAR_TO(") {
+            // A query may open with `SIMILAR_TO(…)`: semantic search over everything.
+            let (r, stage) = cut(|i| self.stage(i)).parse(rest)?;
+            stages.push(stage);
+            rest = r;
             None
         } else {
             let (r, f) = self.or(rest, 0)?;
             rest = r;
             Some(f)
         };
-        let mut stages = Vec::new();
         loop {
             let (r, _) = multispace0(rest)?;
             rest = r;
@@ -391,20 +400,21 @@ impl<'s> Grammar<'s> {
             ));
         }
         if let Ok((rest, _)) = tag::<_, _, PErr>("SIMILAR_TO(").parse(input) {
+            let column = self.column(input);
             let (rest, _) = multispace0(rest)?;
             let (rest, text) =
                 phrase(rest).or_else(|_| failure(rest, "a quoted text in `SIMILAR_TO(…)`"))?;
             let (rest, _) = multispace0(rest)?;
             let (rest, k) = match rest.strip_prefix(',') {
                 Some(r) => {
-                    let (r, _) = multispace0(r)?;
-                    let (r, n) = digit1(r).or_else(|_: nom::Err<PErr>| {
-                        failure(r, "a number of neighbours after `,`")
+                    let (number, _) = multispace0(r)?;
+                    let (r, n) = digit1(number).or_else(|_: nom::Err<PErr>| {
+                        failure(number, "a number of neighbours after `,`")
                     })?;
-                    let Ok(k) = n.parse::<u32>() else {
-                        return failure(r, "a smaller number of neighbours");
-                    };
-                    (r, k)
+                    match n.parse::<u32>() {
+                        Ok(k @ 1..=MAX_NEIGHBOURS) => (r, k),
+                        _ => return failure(number, "a number of neighbours from 1 to 1000"),
+                    }
                 }
                 None => (rest, 50),
             };
@@ -412,7 +422,7 @@ impl<'s> Grammar<'s> {
             let Some(rest) = rest.strip_prefix(')') else {
                 return failure(rest, "`)` to close `SIMILAR_TO(`");
             };
-            return Ok((rest, Stage::SimilarTo { text, k }));
+            return Ok((rest, Stage::SimilarTo { text, k, column }));
         }
         failure(input, "a stage: sort:, limit:, stats or SIMILAR_TO(…)")
     }
@@ -705,6 +715,10 @@ mod tests {
             "host:a | SIMILAR_TO(\"privilege escalation\", 50)"
         );
         assert_eq!(p("| SIMILAR_TO(\"x\", 7)"), "* | SIMILAR_TO(\"x\", 7)");
+        assert_eq!(
+            p("SIMILAR_TO(\"x\") | limit:5"),
+            "* | SIMILAR_TO(\"x\", 50) | limit:5"
+        );
         assert_eq!(
             p("sort:ts:asc limit:5 in:logs"),
             "(AND sort:ts:asc limit:5 in:logs)"

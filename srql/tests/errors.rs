@@ -109,6 +109,7 @@ error_case!(
     r#"| SIMILAR_TO("x", 99999999999)"#
 );
 error_case!(parse_similar_to_unclosed, r#"| SIMILAR_TO("x""#);
+error_case!(parse_similar_to_k_zero, r#"| SIMILAR_TO("x", 0)"#);
 error_case!(
     parse_too_deep_parens,
     format!("{}a{}", "(".repeat(40), ")".repeat(40))
@@ -207,4 +208,16 @@ error_case!(
 error_case!(
     sort_unknown_stats_column_search_path,
     r#"shell | stats count() as n by host | sort:count"#
+);
+error_case!(
+    similar_to_over_metrics,
+    r#"in:metrics name:cpu | SIMILAR_TO("high load")"#
+);
+error_case!(
+    similar_to_after_stats,
+    r#"shell | stats count() by host | SIMILAR_TO("x")"#
+);
+error_case!(
+    similar_to_with_sort,
+    r#"host:a | sort:ts | SIMILAR_TO("x")"#
 );

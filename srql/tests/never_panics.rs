@@ -5,7 +5,9 @@
 use std::collections::BTreeSet;
 
 use chrono::{TimeZone, Utc};
-use palisade_srql::{catalogue, compile, parse, CompileOptions, Compiled, ExecPath};
+use palisade_srql::{
+    catalogue, compile, parse, Candidates, CompileOptions, Compiled, ExecPath, SimilarTo,
+};
 use proptest::prelude::*;
 
 fn options() -> CompileOptions {
@@ -47,15 +49,38 @@ fn check_params(source: &str, c: &Compiled) -> Result<(), TestCaseError> {
     let used = placeholders(&c.sql);
     let first = match c.path {
         ExecPath::Sql => 1,
-        ExecPath::Search => {
+        ExecPath::Search | ExecPath::Semantic => {
             prop_assert!(
                 used.contains(&1) && used.contains(&2),
-                "`{source}`: search-path SQL must use $1 and $2: {}",
+                "`{source}`: keyed SQL must use $1 and $2: {}",
                 c.sql
             );
             3
         }
     };
+    if let Some(SimilarTo {
+        candidates:
+            Candidates::Sql {
+                sql,
+                params,
+                recheck_sql,
+                recheck_params,
+            },
+        ..
+    }) = &c.similar
+    {
+        // The candidate statement's last placeholder is the cap the executor binds.
+        let expected: BTreeSet<usize> = (1..=params.len() + 1).collect();
+        prop_assert_eq!(placeholders(sql), expected, "`{}`: {}", source, sql);
+        let expected: BTreeSet<usize> = (1..3 + recheck_params.len()).collect();
+        prop_assert_eq!(
+            placeholders(recheck_sql),
+            expected,
+            "`{}`: {}",
+            source,
+            recheck_sql
+        );
+    }
     let own: BTreeSet<usize> = used.iter().copied().filter(|n| *n >= first).collect();
     let expected: BTreeSet<usize> = (first..first + c.params.len()).collect();
     prop_assert_eq!(

@@ -126,6 +126,10 @@ impl TestEnv {
             "--ack-wait-secs=5".to_owned(),
             format!("--search-index-dir={}", self.search_dir.display()),
         ];
+        // Semantic hunting (model load, embedding) only where a test asks for it.
+        if !extra.iter().any(|a| a.starts_with("--vectors")) {
+            args.push("--vectors=false".to_owned());
+        }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         Settings::try_parse_from(args).expect("test settings parse")
     }

@@ -40,7 +40,9 @@ use serde::{Deserialize, Serialize};
 use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::directory::error::LockError;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{EnableScoring, Query, RangeQuery, TermQuery};
+use tantivy::query::{
+    BooleanQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
+};
 use tantivy::schema::{FieldType, IndexRecordOption, Schema};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{
@@ -623,6 +625,24 @@ impl SearchIndex {
         } else {
             snippet.to_html()
         })
+    }
+
+    /// Which of `ids` match `query`: the re-check of approximate neighbours
+    /// against a full-text filter.
+    pub fn filter_ids(
+        &self,
+        query: Box<dyn Query>,
+        ids: &[Uuid],
+    ) -> Result<std::collections::HashSet<Uuid>, SearchError> {
+        let terms = ids
+            .iter()
+            .map(|id| Term::from_field_text(self.fields.id, &id.hyphenated().to_string()));
+        let both = BooleanQuery::new(vec![
+            (Occur::Must, query),
+            (Occur::Must, Box::new(TermSetQuery::new(terms))),
+        ]);
+        let page = self.collect_keys(&both, ids.len())?;
+        Ok(page.hits.into_iter().map(|h| h.id).collect())
     }
 
     /// The time of event `id`, if the index holds it (the partition key of its row).

@@ -178,7 +178,9 @@ fn keyword_ip_and_json_fields_are_exact() {
 #[test]
 fn hits_carry_the_events_row_key() {
     let index = indexed();
-    let page = index.search(&text(&index, "/etc/shadow"), 10, 0, usize::MAX).unwrap();
+    let page = index
+        .search(&text(&index, "/etc/shadow"), 10, 0, usize::MAX)
+        .unwrap();
     let hit = page.hits[0];
     assert_eq!(hit.id, row_id(STREAM, 1, 0));
     // Microseconds, truncated like the events table.
@@ -229,13 +231,19 @@ fn sorted_pages_and_keys() {
 fn counting_stops_at_the_cap() {
     let index = indexed();
     let exact = index.search(&AllQuery, 1, 0, 3).unwrap();
-    assert_eq!((exact.total, exact.total_exact, exact.hits.len()), (3, true, 1));
+    assert_eq!(
+        (exact.total, exact.total_exact, exact.hits.len()),
+        (3, true, 1)
+    );
     let capped = index.search(&AllQuery, 1, 0, 2).unwrap();
     assert_eq!((capped.total, capped.total_exact), (2, false));
     let sorted = index
         .search_sorted(&AllQuery, (names::TS, Order::Asc), 3, 0, 1)
         .unwrap();
-    assert_eq!((sorted.total, sorted.total_exact, sorted.hits.len()), (1, false, 3));
+    assert_eq!(
+        (sorted.total, sorted.total_exact, sorted.hits.len()),
+        (1, false, 3)
+    );
 }
 
 #[test]

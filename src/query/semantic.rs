@@ -1,0 +1,277 @@
+//! `SIMILAR_TO`: rank events by the meaning of a text.
+//!
+//! 1. Embed the text with the same model the vectors projection used.
+//! 2. Candidates: none given (no filter) → the HNSW index over every vector.
+//!    Otherwise the filter's matches (from the search index or from SQL), counted up
+//!    to `exact_max + 1`:
+//!    - at most `exact_max` → an exact cosine scan over their vectors: no candidate
+//!      is ever lost to the approximate index;
+//!    - more → HNSW over every vector with a raised `ef_search`, each neighbour
+//!      re-checked against the filter; the neighbourhood doubles until `k` survive
+//!      or it reaches [`MAX_NEIGHBOURHOOD`].
+//! 3. Rows by `(ts, id)` from PostgreSQL, most similar first, with `similarity`.
+//!
+//! The answer's `semantic` part says which path ran and why.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use palisade_core::search::SearchIndex;
+use palisade_core::vectors::{self, Neighbour};
+use palisade_embeddings::Embedder;
+use palisade_srql::{Candidates, Compiled, SimilarTo};
+use serde::Serialize;
+use serde_json::Value;
+use tantivy::query::Query;
+use uuid::Uuid;
+
+use super::{arguments, db_error, fetch_json, KeyArray, QueryEngine, QueryError};
+
+/// The most neighbours one HNSW search fetches for re-checking.
+pub const MAX_NEIGHBOURHOOD: u32 = 1000;
+
+/// What `SIMILAR_TO` runs with.
+#[derive(Debug, Clone)]
+pub struct SemanticSearch {
+    /// Embeds the query text; the same model as the stored vectors.
+    pub embedder: Embedder,
+    /// Candidates up to which the ranking is an exact scan.
+    pub exact_max: u32,
+    /// `hnsw.ef_search` of an unfiltered search (at least `k`).
+    pub ef_search: u32,
+}
+
+/// How a `SIMILAR_TO` answer was ranked.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SemanticReport {
+    /// `hnsw` or `exact`.
+    pub ranking: &'static str,
+    /// Why that ranking.
+    pub reason: String,
+    /// Candidates the filter matched (at most `exact_max + 1` are counted); absent
+    /// without a filter.
+    pub candidates: Option<u64>,
+    /// Neighbours the HNSW search fetched (HNSW only).
+    pub neighbourhood: Option<u32>,
+    /// The model the query text was embedded with.
+    pub model: String,
+}
+
+impl QueryEngine {
+    /// Runs a `SIMILAR_TO` query.
+    pub(super) async fn execute_semantic(
+        &self,
+        compiled: &Compiled,
+        similar: &SimilarTo,
+    ) -> Result<(Vec<Value>, SemanticReport), QueryError> {
+        let semantic = self.semantic.as_ref().ok_or_else(|| {
+            QueryError::NotYetExecutable(
+                "SIMILAR_TO needs the embedding model, and this server runs without it \
+                 (start it with the model converted: `scripts/stack.sh model`, and without \
+                 `--vectors=false`)"
+                    .into(),
+            )
+        })?;
+        let embedder = semantic.embedder.clone();
+        let text = similar.text.clone();
+        let query_vector = tokio::task::spawn_blocking(move || embedder.embed(&text))
+            .await
+            .map_err(|e| QueryError::Internal(format!("embedding task: {e}")))?
+            .map_err(|e| QueryError::Internal(format!("embedding the query text: {e}")))?;
+        let model = semantic.embedder.model_id();
+        let k = similar.k;
+        let exact_max = semantic.exact_max;
+
+        let mut tx = self.read_only().await?;
+        let (neighbours, report) = match &similar.candidates {
+            Candidates::All => {
+                let ef = semantic.ef_search.max(k);
+                let found = vectors::nearest(&mut tx, &query_vector, k, ef)
+                    .await
+                    .map_err(store_error)?;
+                let report = SemanticReport {
+                    ranking: "hnsw",
+                    reason: "no filter: HNSW over every embedded event".into(),
+                    candidates: None,
+                    neighbourhood: Some(ef),
+                    model,
+                };
+                (found, report)
+            }
+            candidates => {
+                let keys = match candidates {
+                    Candidates::Search => {
+                        let query = self.search_query(compiled)?;
+                        self.search_candidates(query, exact_max).await?
+                    }
+                    Candidates::Sql { sql, params, .. } => {
+                        let mut args = arguments(&[], params)?;
+                        sqlx::Arguments::add(&mut args, i64::from(exact_max) + 1)
+                            .map_err(|e| QueryError::Internal(e.to_string()))?;
+                        sqlx::query_as_with::<_, (DateTime<Utc>, Uuid), _>(sql, args)
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(db_error)?
+                    }
+                    Candidates::All => unreachable!("handled above"),
+                };
+                let count = keys.len() as u64;
+                if count <= u64::from(exact_max) {
+                    let ids: Vec<Uuid> = keys.iter().map(|(_, id)| *id).collect();
+                    let found = vectors::nearest_among(&mut tx, &query_vector, &ids, k)
+                        .await
+                        .map_err(store_error)?;
+                    let report = SemanticReport {
+                        ranking: "exact",
+                        reason: format!(
+                            "{count} candidates ≤ {exact_max}: exact cosine scan over their vectors"
+                        ),
+                        candidates: Some(count),
+                        neighbourhood: None,
+                        model,
+                    };
+                    (found, report)
+                } else {
+                    let (found, neighbourhood) = self
+                        .hnsw_rechecked(&mut tx, compiled, similar, &query_vector, semantic)
+                        .await?;
+                    let report = SemanticReport {
+                        ranking: "hnsw",
+                        reason: format!(
+                            "more than {exact_max} candidates: HNSW neighbourhood of \
+                             {neighbourhood}, each re-checked against the filter"
+                        ),
+                        candidates: Some(count),
+                        neighbourhood: Some(neighbourhood),
+                        model,
+                    };
+                    (found, report)
+                }
+            }
+        };
+
+        let times: Vec<DateTime<Utc>> = neighbours.iter().map(|n| n.ts).collect();
+        let ids: Vec<Uuid> = neighbours.iter().map(|n| n.id).collect();
+        let mut rows = fetch_json(
+            &mut tx,
+            &similar.rows_sql,
+            &[KeyArray::Ts(times), KeyArray::Id(ids)],
+            &[],
+            &compiled.columns,
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        // A vector whose event row is not committed yet has no row: drop it.
+        let similarity: std::collections::HashMap<String, f64> = neighbours
+            .iter()
+            .map(|n| (n.id.to_string(), n.similarity))
+            .collect();
+        for row in &mut rows {
+            let id = row.get("id").and_then(Value::as_str).map(str::to_owned);
+            if let (Some(id), Value::Object(map)) = (id, row) {
+                if let Some(s) = similarity.get(&id) {
+                    map.insert("similarity".into(), Value::from(*s));
+                }
+            }
+        }
+        Ok((rows, report))
+    }
+
+    /// The tantivy query of a search-path compile.
+    fn search_query(&self, compiled: &Compiled) -> Result<Box<dyn Query>, QueryError> {
+        let tree = compiled.search.as_ref().ok_or_else(|| {
+            QueryError::Internal("search candidates without a search query".into())
+        })?;
+        self.translate(tree)
+    }
+
+    /// Keys of up to `cap + 1` events the index matches.
+    async fn search_candidates(
+        &self,
+        query: Box<dyn Query>,
+        cap: u32,
+    ) -> Result<Vec<(DateTime<Utc>, Uuid)>, QueryError> {
+        let index: Arc<SearchIndex> = Arc::clone(&self.index);
+        let cap = cap as usize + 1;
+        let page = tokio::task::spawn_blocking(move || index.collect_keys(query.as_ref(), cap))
+            .await
+            .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
+            .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+        Ok(page.hits.into_iter().map(|h| (h.ts, h.id)).collect())
+    }
+
+    /// HNSW over every vector, neighbours re-checked against the filter; the
+    /// neighbourhood doubles until `k` pass or it reaches [`MAX_NEIGHBOURHOOD`].
+    async fn hnsw_rechecked(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        compiled: &Compiled,
+        similar: &SimilarTo,
+        query_vector: &[f32],
+        semantic: &SemanticSearch,
+    ) -> Result<(Vec<Neighbour>, u32), QueryError> {
+        let k = similar.k;
+        let mut neighbourhood = (k * 4).max(semantic.ef_search).min(MAX_NEIGHBOURHOOD);
+        loop {
+            let found = vectors::nearest(tx, query_vector, neighbourhood, neighbourhood)
+                .await
+                .map_err(store_error)?;
+            let fetched = found.len();
+            let passing = self.recheck(tx, compiled, similar, &found).await?;
+            let kept: Vec<Neighbour> = found
+                .into_iter()
+                .filter(|n| passing.contains(&n.id))
+                .take(k as usize)
+                .collect();
+            let exhausted = fetched < neighbourhood as usize;
+            if kept.len() >= k as usize || exhausted || neighbourhood >= MAX_NEIGHBOURHOOD {
+                return Ok((kept, neighbourhood));
+            }
+            neighbourhood = (neighbourhood * 2).min(MAX_NEIGHBOURHOOD);
+        }
+    }
+
+    /// The ids among `found` that match the query's filter.
+    async fn recheck(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        compiled: &Compiled,
+        similar: &SimilarTo,
+        found: &[Neighbour],
+    ) -> Result<HashSet<Uuid>, QueryError> {
+        let ids: Vec<Uuid> = found.iter().map(|n| n.id).collect();
+        match &similar.candidates {
+            Candidates::Search => {
+                let query = self.search_query(compiled)?;
+                let index = Arc::clone(&self.index);
+                let matched = tokio::task::spawn_blocking(move || index.filter_ids(query, &ids))
+                    .await
+                    .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
+                    .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+                Ok(matched)
+            }
+            Candidates::Sql {
+                recheck_sql,
+                recheck_params,
+                ..
+            } => {
+                let times: Vec<DateTime<Utc>> = found.iter().map(|n| n.ts).collect();
+                let args = arguments(&[KeyArray::Ts(times), KeyArray::Id(ids)], recheck_params)?;
+                let rows = sqlx::query_as_with::<_, (DateTime<Utc>, Uuid), _>(recheck_sql, args)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
+                Ok(rows.into_iter().map(|(_, id)| id).collect())
+            }
+            Candidates::All => Ok(ids.into_iter().collect()),
+        }
+    }
+}
+
+fn store_error(e: palisade_core::store::StoreError) -> QueryError {
+    match e {
+        palisade_core::store::StoreError::Database(e) => db_error(e),
+        other => QueryError::Internal(other.to_string()),
+    }
+}

@@ -1,0 +1,298 @@
+//! Semantic hunting end to end: real Falco alerts and a real auth log published to
+//! JetStream, embedded by the vectors projection with the real MiniLM model (ONNX
+//! Runtime), stored in pgvector, then `SIMILAR_TO` and hybrid queries through the API.
+//!
+//! Needs the converted model: `scripts/stack.sh up` (or `scripts/stack.sh model`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{fixture, TestEnv};
+use palisade_consumers::Projection;
+use palisade_core::model::Decoded;
+use palisade_embeddings::policy::{self, VectorPolicy};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+/// A Falco "Read sensitive file untrusted" alert for `tail -n 10 /etc/shadow`, built
+/// on the shape of the real alerts in tests/fixtures/falco/alerts.jsonl: the
+/// rephrased credential read that a keyword rule for `cat /etc/shadow` misses.
+const TAIL_SHADOW: &str = r#"{"output":"10:00:00.000000000: Warning Sensitive file opened for reading by non-trusted program (user=root user_loginuid=1000 program=tail command=tail -n 10 /etc/shadow file=/etc/shadow parent=bash gparent=sudo container_id=host image=<NA>)","priority":"Warning","rule":"Read sensitive file untrusted","source":"syscall","tags":["filesystem","mitre_credential_access"],"time":"2026-11-20T10:00:00.000000000Z","output_fields":{"container.id":"host","container.image.repository":null,"evt.time":1763632800000000000,"fd.name":"/etc/shadow","proc.aname[2]":"sudo","proc.cmdline":"tail -n 10 /etc/shadow","proc.name":"tail","proc.pcmdline":"bash","proc.pname":"bash","user.loginuid":1000,"user.name":"root"}}"#;
+
+async fn call(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn post(q: &str) -> Request<Body> {
+    Request::post("/api/v1/query")
+        .header("content-type", "application/json")
+        .body(Body::from(json!({ "q": q }).to_string()))
+        .unwrap()
+}
+
+async fn query(app: &axum::Router, q: &str) -> Value {
+    let (status, body) = call(app, post(q)).await;
+    assert_eq!(status, StatusCode::OK, "{q}: {body}");
+    body
+}
+
+fn messages(answer: &Value) -> Vec<String> {
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The auth log fixture as one log envelope.
+fn auth_envelope() -> String {
+    let lines: Vec<_> = fixture("logs/beats_system_auth_test.log")
+        .lines()
+        .filter_map(|l| palisade::fixtures::parse_syslog(l, 2026))
+        .map(|l| {
+            json!({"ts": l.ts.and_utc().to_rfc3339(), "message": l.message,
+                   "program": l.program, "pid": l.pid})
+        })
+        .collect();
+    json!({"v": 1, "ts": "2026-02-20T08:35:22Z", "host": "bastion-01", "agent_id": "edge-7",
+           "source": "auth", "lines": lines})
+    .to_string()
+}
+
+/// How many of the published events the default policy selects, decided here
+/// from the decoded messages, independently of the projection.
+fn expected_vectors(payloads: &[(&str, String)]) -> (i64, i64) {
+    let policy = VectorPolicy::default();
+    let (mut events, mut selected) = (0, 0);
+    for (subject, payload) in payloads {
+        let Ok(Decoded::Events(decoded)) =
+            palisade_core::decode::decode(subject, payload.as_bytes())
+        else {
+            continue;
+        };
+        for event in &decoded {
+            events += 1;
+            let view = palisade_consumers::vectors::view(event);
+            selected += i64::from(policy::decide(&policy, &view).embed);
+        }
+    }
+    (events, selected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn similar_to_finds_what_keywords_miss() {
+    let env = TestEnv::new("semantic").await;
+    let settings = env.serve_settings(&["--vectors=true", "--search-commit-interval-ms=200"]);
+    let running = palisade::server::start(env.connections(), settings.clone())
+        .await
+        .unwrap();
+
+    let mut payloads: Vec<(&str, String)> = fixture("falco/alerts.jsonl")
+        .lines()
+        .map(|l| ("security.falco.alerts", l.to_owned()))
+        .collect();
+    payloads.push(("security.falco.alerts", TAIL_SHADOW.to_owned()));
+    payloads.push(("logs.auth", auth_envelope()));
+    for (subject, payload) in &payloads {
+        env.publish(subject, payload.clone()).await;
+    }
+    let (events, selected) = expected_vectors(&payloads);
+    assert!(selected > 0 && selected < events, "{selected} of {events}");
+    env.wait_for_count(
+        "SELECT count(*) FROM events",
+        events,
+        Duration::from_secs(30),
+    )
+    .await;
+    env.wait_for_count(
+        "SELECT count(*) FROM event_vectors",
+        selected,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // Provenance, and the policy's choices on real lines.
+    let (model, version): (String, i16) =
+        sqlx::query_as("SELECT DISTINCT model, text_version FROM event_vectors")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!((model.as_str(), version), ("all-MiniLM-L6-v2:int8", 1));
+    let embedded = |pattern: &'static str| {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT count(*), count(v.event_id) FROM events e \
+                 LEFT JOIN event_vectors v ON v.event_id = e.id WHERE e.message LIKE $1",
+            )
+            .bind(pattern)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (failed, failed_embedded) = embedded("Failed password%").await;
+    assert!(failed > 0);
+    assert_eq!(failed_embedded, failed, "failed logins are embedded");
+    let (accepted, accepted_embedded) = embedded("Accepted %").await;
+    assert!(accepted > 0);
+    assert_eq!(accepted_embedded, 0, "routine logins are not");
+
+    // The search index must hold everything before hybrid queries are compared.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running.search.doc_count() < events as u64 {
+        assert!(Instant::now() < deadline, "search index never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let app = palisade::api::app(palisade::server::app_state(
+        &running.pipeline,
+        env.connections().namespace(),
+        &running.search,
+        &settings,
+    ));
+
+    // The keyword search misses the rephrased read; SIMILAR_TO ranks it first.
+    let keyword = query(&app, "\"cat /etc/shadow\"").await;
+    assert_eq!(keyword["total"]["value"], 0, "{keyword}");
+    let similar = query(&app, "SIMILAR_TO(\"cat /etc/shadow\", 5)").await;
+    assert_eq!(similar["path"], "semantic");
+    assert_eq!(similar["semantic"]["ranking"], "hnsw");
+    let found = messages(&similar);
+    assert_eq!(found.len(), 5, "{similar}");
+    assert!(found[0].contains("tail -n 10 /etc/shadow"), "{found:?}");
+    let scores: Vec<f64> = similar["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["similarity"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!(scores[0] > scores[4] + 0.05, "{scores:?}");
+
+    // Hybrid, few candidates: an exact scan over the filter's matches.
+    let alerts = env
+        .count("SELECT count(*) FROM events WHERE type = 'falco_alert'")
+        .await;
+    let hybrid = query(
+        &app,
+        "type:falco_alert | SIMILAR_TO(\"cat /etc/shadow\", 3)",
+    )
+    .await;
+    assert_eq!(hybrid["semantic"]["ranking"], "exact", "{hybrid}");
+    assert_eq!(hybrid["semantic"]["candidates"], alerts);
+    assert!(messages(&hybrid)[0].contains("tail -n 10 /etc/shadow"));
+    // Full-text candidates from the index: every row matches the words.
+    let brute = query(
+        &app,
+        "password | SIMILAR_TO(\"ssh brute force login attempt\", 4)",
+    )
+    .await;
+    assert_eq!(brute["semantic"]["ranking"], "exact", "{brute}");
+    let rows = messages(&brute);
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter().all(|m| m.to_lowercase().contains("password")),
+        "{rows:?}"
+    );
+    // The filter keeps events with no vector out; the limit caps k.
+    let capped = query(
+        &app,
+        "host:bastion-01 | SIMILAR_TO(\"failed login\", 50) | limit:2",
+    )
+    .await;
+    assert_eq!(messages(&capped).len(), 2, "{capped}");
+
+    // Many candidates (threshold 0 here): HNSW, every neighbour re-checked.
+    let strict = env.serve_settings(&["--vectors=true", "--similar-exact-max=0"]);
+    let hnsw_app = palisade::api::app(palisade::server::app_state(
+        &running.pipeline,
+        env.connections().namespace(),
+        &running.search,
+        &strict,
+    ));
+    let rechecked = query(
+        &hnsw_app,
+        "type:falco_alert | SIMILAR_TO(\"cat /etc/shadow\", 3)",
+    )
+    .await;
+    assert_eq!(rechecked["semantic"]["ranking"], "hnsw", "{rechecked}");
+    assert!(messages(&rechecked)[0].contains("tail -n 10 /etc/shadow"));
+    assert!(rechecked["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["type"] == "falco_alert"));
+    let sql_rechecked = query(
+        &hnsw_app,
+        "host:bastion-01 | SIMILAR_TO(\"cat /etc/shadow\", 3)",
+    )
+    .await;
+    assert_eq!(sql_rechecked["semantic"]["ranking"], "hnsw");
+    let hosts = sql_rechecked["rows"].as_array().unwrap();
+    assert_eq!(hosts.len(), 3, "{sql_rechecked}");
+    assert!(hosts.iter().all(|r| r["host"] == "bastion-01"));
+    let search_rechecked = query(&hnsw_app, "password | SIMILAR_TO(\"brute force\", 3)").await;
+    assert!(messages(&search_rechecked)
+        .iter()
+        .all(|m| m.to_lowercase().contains("password")));
+
+    // Explain names the path; mistakes are 400s with a column.
+    let (status, explain) = call(
+        &app,
+        Request::get("/api/v1/query/explain?q=SIMILAR_TO(%22x%22)")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(explain["compiled"]["path"], "semantic", "{explain}");
+    for bad in [
+        "in:metrics | SIMILAR_TO(\"x\")",
+        "SIMILAR_TO(\"x\", 0)",
+        "a | SIMILAR_TO(\"x\") | stats count() by host",
+        "a | SIMILAR_TO(\"x\") | sort:ts",
+    ] {
+        let (status, body) = call(&app, post(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(body["srql"]["column"].as_u64().is_some(), "{bad}: {body}");
+    }
+
+    // Replaying the projection rebuilds the same vectors, up to the int8 model's
+    // batch noise (its activations are quantised per run, so a text's vector moves
+    // a little with the other texts of its batch: cosine ≥ 0.96 measured).
+    sqlx::query("CREATE TABLE vectors_before AS SELECT * FROM event_vectors")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    running.stop().await;
+    let ingest = env.serve_settings(&[]).ingest;
+    let stage = settings.semantic.vector_stage().unwrap();
+    let pipeline = palisade::server::pipeline(&env.connections(), &ingest, stage)
+        .await
+        .unwrap();
+    palisade_consumers::replay::replay(&pipeline, Projection::Vectors, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        env.count("SELECT count(*) FROM event_vectors").await,
+        selected
+    );
+    let same = env
+        .count(
+            "SELECT count(*) FROM event_vectors a JOIN vectors_before b USING (event_id) \
+             WHERE (a.embedding <=> b.embedding) < 0.04",
+        )
+        .await;
+    assert_eq!(same, selected, "the same vectors after a replay");
+    env.cleanup().await;
+}
