@@ -33,7 +33,7 @@ use serde_json::json;
 
 mod support;
 
-use support::{fixture, fresh_database, with_database, Rng};
+use support::{fixture, fresh_database, percentile, with_database, Rng};
 
 const HOSTS: u64 = 500;
 const USERS: [&str; 12] = [
@@ -474,14 +474,6 @@ fn query_set() -> Vec<BenchQuery> {
         });
     }
     set
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn dir_size(dir: &Path) -> u64 {

@@ -70,3 +70,12 @@ pub async fn fresh_database(admin_url: &str, name: &str) -> (String, sqlx::PgPoo
     palisade_schema::migrate(&pool).await.unwrap();
     (url, pool)
 }
+
+/// The `p`th percentile (nearest rank) of `sorted`.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}

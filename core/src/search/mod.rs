@@ -22,7 +22,9 @@
 //! assert_eq!(checkpoint.get("PALISADE_SECURITY"), Some(1));
 //!
 //! let term = index.text_term("/etc/shadow").unwrap();
-//! let page = index.search(&TermQuery::new(term, Default::default()), 10, 0).unwrap();
+//! let page = index
+//!     .search(&TermQuery::new(term, Default::default()), 10, 0, 10_000)
+//!     .unwrap();
 //! assert_eq!(page.total, 1);
 //! ```
 

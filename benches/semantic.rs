@@ -1,0 +1,489 @@
+//! Semantic hunting benchmark (issue 4): nearest-neighbour search over real MiniLM
+//! embeddings in pgvector, and `filter | SIMILAR_TO(…)` on the 10M-event corpus.
+//!
+//! Runs on the corpus the search benchmark keeps (`BENCH_KEEP=1 cargo bench --bench
+//! search`: database `palisade_bench_search`, index `target/bench-search-index`):
+//!
+//! 1. Migrates that database (adds `event_vectors`).
+//! 2. Share embedded: the default selective-vectorisation policy over a fixed random
+//!    sample of the corpus's events.
+//! 3. Embeds `BENCH_VECTORS` (default 100,000) of the sampled events that the policy
+//!    selects, with the int8 model and the projection's own embedding text, writes them
+//!    through the vectors store, then builds the HNSW index (timed). A second run with
+//!    `BENCH_KEEP=1` reuses them when the count matches.
+//! 4. Top-50 for 50 hunting phrases: HNSW (`hnsw.ef_search` = `BENCH_EF`, default 100)
+//!    against the exact answer of a sequential scan (the baseline, same run): p50/p99
+//!    latency of both, recall@50 of HNSW.
+//! 5. Hybrid through the query engine (SRQL → candidates from SQL or the search index →
+//!    exact scan or HNSW + re-check → rows): p50/p99 per class, with the path taken.
+//!
+//! `cargo bench --bench semantic` after `scripts/stack.sh up`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use palisade::query::{QueryEngine, QueryLimits, SemanticSearch};
+use palisade_core::search::{SearchIndex, WriterOptions};
+use palisade_core::store::{Batch, Store};
+use palisade_core::vectors::{self, EventVector, Provenance};
+use palisade_embeddings::policy::{self, EventView, VectorPolicy};
+use palisade_embeddings::{text, Embedder, EmbedderConfig};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+mod support;
+
+use support::{percentile, with_database};
+
+/// Hunting phrases an analyst types: the ANN and hybrid queries.
+const PHRASES: [&str; 50] = [
+    "cat /etc/shadow",
+    "read password hashes",
+    "reverse shell to a remote host",
+    "netcat listener spawned",
+    "ssh brute force login attempts",
+    "privilege escalation via sudo",
+    "user not allowed to run sudo",
+    "container escape via privileged mount",
+    "crypto miner started in a container",
+    "download and execute a script with curl",
+    "write below a binary directory",
+    "modify a system configuration file",
+    "terminal shell in a container",
+    "kernel out of memory killer",
+    "port scan from an external address",
+    "disable firewall rules",
+    "new user account created",
+    "add user to the sudo group",
+    "failed login for root",
+    "invalid user tried to log in",
+    "authentication failure for admin",
+    "suspicious outbound connection",
+    "dns tunneling",
+    "tamper with audit logs",
+    "clear bash history",
+    "load a kernel module",
+    "ptrace attach to a process",
+    "read an ssh private key",
+    "set the setuid bit on a file",
+    "shell spawned by a web server",
+    "package manager run in a container",
+    "mount the host filesystem",
+    "connect to the kubernetes api server",
+    "access the cloud metadata service",
+    "exfiltrate data over http",
+    "ransomware encrypting files",
+    "malware detected in a file",
+    "eicar test file",
+    "packets dropped from a blocklisted ip",
+    "syn flood detected",
+    "disk full error",
+    "service crashed with a segmentation fault",
+    "session opened for user root",
+    "accepted publickey for deploy",
+    "cron job modified",
+    "systemd unit created",
+    "docker socket mounted in a container",
+    "credential dump with mimikatz",
+    "lateral movement over ssh",
+    "base64 encoded command executed",
+];
+
+/// One row of the corpus, as the policy and the text function see it.
+struct Row {
+    id: Uuid,
+    ts: DateTime<Utc>,
+    kind: String,
+    source: String,
+    severity_level: i16,
+    rule: Option<String>,
+    message: String,
+    attributes: Map<String, Value>,
+}
+
+impl Row {
+    fn view(&self) -> EventView<'_> {
+        EventView {
+            kind: &self.kind,
+            source: &self.source,
+            severity_level: u8::try_from(self.severity_level).unwrap_or(0),
+            rule: self.rule.as_deref(),
+            message: &self.message,
+            attributes: &self.attributes,
+        }
+    }
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn summary(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    (percentile(&samples, 50.0), percentile(&samples, 99.0))
+}
+
+/// A fixed sample of the corpus (about `percent`% of its pages), policy applied.
+async fn sample(pool: &sqlx::PgPool, percent: f64) -> (usize, Vec<Row>) {
+    let rows: Vec<(
+        Uuid,
+        DateTime<Utc>,
+        String,
+        String,
+        i16,
+        Option<String>,
+        String,
+        Value,
+    )> = sqlx::query_as(&format!(
+        "SELECT id, ts, type, source, severity_level, rule, message, attributes \
+             FROM events TABLESAMPLE SYSTEM ({percent}) REPEATABLE (42) ORDER BY ts, id"
+    ))
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let sampled = rows.len();
+    let policy = VectorPolicy::default();
+    let selected = rows
+        .into_iter()
+        .map(
+            |(id, ts, kind, source, severity_level, rule, message, attributes)| Row {
+                id,
+                ts,
+                kind,
+                source,
+                severity_level,
+                rule,
+                message,
+                attributes: match attributes {
+                    Value::Object(map) => map,
+                    _ => Map::new(),
+                },
+            },
+        )
+        .filter(|row| policy::decide(&policy, &row.view()).embed)
+        .collect();
+    (sampled, selected)
+}
+
+async fn embed_all(embedder: &Embedder, rows: &[Row]) -> Vec<EventVector> {
+    let started = Instant::now();
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(256) {
+        let texts: Vec<String> = chunk
+            .iter()
+            .map(|r| text::embedding_text(&r.view()))
+            .collect();
+        let embedder = embedder.clone();
+        let vectors = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            embedder.embed_batch(&refs)
+        })
+        .await
+        .unwrap()
+        .expect("embedding");
+        out.extend(chunk.iter().zip(vectors).map(|(r, embedding)| EventVector {
+            id: r.id,
+            ts: r.ts,
+            embedding,
+        }));
+        if out.len() % 10_240 == 0 {
+            eprintln!(
+                "  embedded {} of {} ({:.0}/s)",
+                out.len(),
+                rows.len(),
+                out.len() as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    out
+}
+
+#[tokio::main]
+async fn main() {
+    let wanted = env_or("BENCH_VECTORS", 100_000);
+    let repeat = env_or("BENCH_REPEAT", 3);
+    let ef = u32::try_from(env_or("BENCH_EF", 100)).unwrap_or(100);
+    let keep = std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1");
+    let admin_url = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL: run `eval \"$(scripts/stack.sh env)\"` first");
+    let url = with_database(&admin_url, "palisade_bench_search");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&url)
+        .await
+        .expect(
+            "the search benchmark's corpus: run `BENCH_KEEP=1 cargo bench --bench search` first",
+        );
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    palisade_schema::migrate(&pool).await.unwrap();
+    let config = EmbedderConfig::from_env().unwrap();
+    let embedder = Embedder::load(&config).expect("the model: run `scripts/stack.sh model`");
+    println!(
+        "## Semantic benchmark: {events} events, model {}",
+        embedder.model_id()
+    );
+
+    // Share embedded, and the events to embed.
+    let started = Instant::now();
+    let (sampled, selected) = sample(&pool, 3.0).await;
+    println!(
+        "- policy: {} of {sampled} sampled events embedded ({:.1}%), sampled in {:.1} s",
+        selected.len(),
+        100.0 * selected.len() as f64 / sampled.max(1) as f64,
+        started.elapsed().as_secs_f64()
+    );
+    let have: i64 = sqlx::query_scalar("SELECT count(*) FROM event_vectors")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let rows = &selected[..wanted.min(selected.len())];
+    if !(keep && have == rows.len() as i64) {
+        sqlx::query("TRUNCATE event_vectors")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("DROP INDEX IF EXISTS event_vectors_hnsw")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let vectors = embed_all(&embedder, rows).await;
+        let embed_s = started.elapsed().as_secs_f64();
+        let store = Store::new(pool.clone());
+        let provenance = Provenance {
+            model: embedder.model_id(),
+            text_version: i16::try_from(text::TEXT_VERSION).unwrap_or(1),
+        };
+        let started = Instant::now();
+        for chunk in vectors.chunks(1000) {
+            store
+                .write_vectors("bench", 0, &Batch::default(), &provenance, chunk)
+                .await
+                .unwrap();
+        }
+        let write_s = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        sqlx::raw_sql(
+            "SET maintenance_work_mem = '2GB'; \
+             CREATE INDEX event_vectors_hnsw ON event_vectors USING hnsw (embedding vector_cosine_ops); \
+             VACUUM ANALYZE event_vectors",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        println!(
+            "- embedded {} events in {embed_s:.0} s ({:.0}/s, int8, 2 threads), wrote them in \
+             {write_s:.1} s, built the HNSW index (m 16, ef_construction 64) in {:.1} s",
+            vectors.len(),
+            vectors.len() as f64 / embed_s,
+            started.elapsed().as_secs_f64()
+        );
+    } else {
+        println!("- reusing the {have} kept vectors");
+    }
+    let table: i64 = sqlx::query_scalar("SELECT pg_table_size('event_vectors')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let hnsw: i64 = sqlx::query_scalar("SELECT pg_relation_size('event_vectors_hnsw')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    println!(
+        "- event_vectors: {} rows, table {:.0} MiB, HNSW index {:.0} MiB",
+        rows.len(),
+        table as f64 / 1048576.0,
+        hnsw as f64 / 1048576.0
+    );
+
+    // ANN: HNSW vs the exact scan, same queries, same run.
+    let queries: Vec<Vec<f32>> = embedder.embed_batch(&PHRASES).unwrap();
+    let (mut hnsw_ms, mut exact_ms, mut recalls) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..=repeat {
+        for q in &queries {
+            let mut tx = pool.begin().await.unwrap();
+            let started = Instant::now();
+            let approximate = vectors::nearest(&mut tx, q, 50, ef).await.unwrap();
+            let hnsw_took = ms(started.elapsed());
+            tx.commit().await.unwrap();
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SET LOCAL enable_indexscan = off")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let started = Instant::now();
+            let exact = vectors::nearest(&mut tx, q, 50, ef).await.unwrap();
+            let exact_took = ms(started.elapsed());
+            tx.commit().await.unwrap();
+            if round == 0 {
+                let truth: std::collections::HashSet<Uuid> = exact.iter().map(|n| n.id).collect();
+                let hits = approximate.iter().filter(|n| truth.contains(&n.id)).count();
+                recalls.push(hits as f64 / truth.len().max(1) as f64);
+                continue;
+            }
+            hnsw_ms.push(hnsw_took);
+            exact_ms.push(exact_took);
+        }
+    }
+    let recall = recalls.iter().sum::<f64>() / recalls.len() as f64;
+    let min_recall = recalls.iter().copied().fold(1.0, f64::min);
+    let (h50, h99) = summary(hnsw_ms);
+    let (e50, e99) = summary(exact_ms);
+    println!(
+        "\n| top-50 over {} vectors | p50 | p99 | recall@50 (mean, min) |",
+        rows.len()
+    );
+    println!("|---|---|---|---|");
+    println!("| HNSW, ef_search {ef} | {h50:.2} ms | {h99:.2} ms | {recall:.3}, {min_recall:.2} |");
+    println!("| baseline: exact scan | {e50:.2} ms | {e99:.2} ms | 1 |");
+
+    // Hybrid through the engine on the whole corpus.
+    let index_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-search-index");
+    let index = Arc::new(
+        SearchIndex::open(&index_dir, WriterOptions::default())
+            .expect("the search benchmark's index"),
+    );
+    let engine = QueryEngine::new(
+        pool.clone(),
+        index,
+        QueryLimits {
+            timeout: Duration::from_secs(120),
+            ..Default::default()
+        },
+    )
+    .with_semantic(SemanticSearch {
+        embedder: embedder.clone(),
+        exact_max: 20_000,
+        ef_search: ef,
+    });
+    let hosts: Vec<String> = sqlx::query_scalar(
+        "SELECT host FROM events TABLESAMPLE SYSTEM (0.1) REPEATABLE (7) GROUP BY host ORDER BY host LIMIT 10",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let window: (DateTime<Utc>, DateTime<Utc>) =
+        sqlx::query_as("SELECT min(ts), max(ts) FROM event_vectors")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let mid = window.0 + (window.1 - window.0) / 2;
+    let classes: Vec<(&str, Vec<String>)> = vec![
+        (
+            "SIMILAR_TO alone",
+            PHRASES[..10]
+                .iter()
+                .map(|p| format!("SIMILAR_TO({p:?})"))
+                .collect(),
+        ),
+        (
+            "host filter (SQL)",
+            PHRASES[10..20]
+                .iter()
+                .zip(&hosts)
+                .map(|(p, h)| format!("host:{h} | SIMILAR_TO({p:?})"))
+                .collect(),
+        ),
+        (
+            "alert type + host (SQL)",
+            PHRASES[20..30]
+                .iter()
+                .zip(&hosts)
+                .map(|(p, h)| format!("type:falco_alert AND host:{h} | SIMILAR_TO({p:?})"))
+                .collect(),
+        ),
+        (
+            "full-text filter (index)",
+            PHRASES[30..40]
+                .iter()
+                .zip([
+                    "password",
+                    "sudo",
+                    "shell",
+                    "container",
+                    "root",
+                    "denied",
+                    "session",
+                    "sshd",
+                    "privileged",
+                    "user",
+                ])
+                .map(|(p, w)| format!("{w} | SIMILAR_TO({p:?})"))
+                .collect(),
+        ),
+        (
+            "time window, 6 h (SQL)",
+            PHRASES[40..50]
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let from = mid - chrono::Duration::hours(6 * i as i64);
+                    let to = from + chrono::Duration::hours(6);
+                    format!(
+                        "time:[{},{}] | SIMILAR_TO({p:?})",
+                        from.format("%Y-%m-%dT%H:%M:%SZ"),
+                        to.format("%Y-%m-%dT%H:%M:%SZ")
+                    )
+                })
+                .collect(),
+        ),
+    ];
+    println!("\n| hybrid class | queries | p50 | p99 | ranking (exact/hnsw) | mean rows |");
+    println!("|---|---|---|---|---|---|");
+    let mut all = Vec::new();
+    for (class, srqls) in &classes {
+        let mut took = Vec::new();
+        let (mut exact, mut hnsw, mut rows) = (0, 0, 0);
+        for round in 0..=repeat {
+            for q in srqls {
+                let started = Instant::now();
+                let answer = engine
+                    .run(q, None, None)
+                    .await
+                    .unwrap_or_else(|e| panic!("{q}: {e}"));
+                let elapsed = ms(started.elapsed());
+                if round == 0 {
+                    match answer.semantic.as_ref().map(|s| s.ranking) {
+                        Some("exact") => exact += 1,
+                        _ => hnsw += 1,
+                    }
+                    rows += answer.rows.len();
+                    continue;
+                }
+                took.push(elapsed);
+            }
+        }
+        all.extend(took.iter().copied());
+        let (p50, p99) = summary(took);
+        println!(
+            "| {class} | {} | {p50:.1} ms | {p99:.1} ms | {exact}/{hnsw} | {:.1} |",
+            srqls.len(),
+            rows as f64 / srqls.len() as f64
+        );
+    }
+    let (p50, p99) = summary(all);
+    println!(
+        "| **all** | {} | {p50:.1} ms | {p99:.1} ms | | |",
+        PHRASES.len()
+    );
+    println!(
+        "\nExample queries: {:?}",
+        classes
+            .iter()
+            .map(|(_, q)| q[0].clone())
+            .collect::<Vec<_>>()
+    );
+}
