@@ -8,25 +8,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{fixture, TestEnv};
+use common::{auth_log_envelope, fixture, TestEnv};
 use serde_json::json;
 use tower::ServiceExt;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn auth_log_envelope() -> serde_json::Value {
-    let lines: Vec<_> = fixture("logs/beats_system_auth_test.log")
-        .lines()
-        .filter_map(|l| palisade::fixtures::parse_syslog(l, 2026))
-        .map(|l| {
-            json!({"ts": l.ts.and_utc().to_rfc3339(), "message": l.message, "program": l.program,
-                   "pid": l.pid})
-        })
-        .collect();
-    assert_eq!(lines.len(), 10);
-    json!({"v": 1, "ts": "2026-02-20T08:35:22Z", "host": "bastion-01", "agent_id": "edge-7",
-           "source": "auth", "lines": lines})
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_source_lands_in_postgres() {

@@ -72,21 +72,8 @@ async fn srql_finds_ingested_events_through_the_api() {
         env.publish_core("security.falco.alerts", line.to_owned())
             .await;
     }
-    let lines: Vec<_> = fixture("logs/beats_system_auth_test.log")
-        .lines()
-        .filter_map(|l| palisade::fixtures::parse_syslog(l, 2026))
-        .map(|l| {
-            json!({"ts": l.ts.and_utc().to_rfc3339(), "message": l.message,
-                        "program": l.program, "pid": l.pid})
-        })
-        .collect();
-    env.publish(
-        "logs.auth",
-        json!({"v": 1, "ts": "2026-02-20T08:35:22Z", "host": "bastion-01", "agent_id": "edge-7",
-               "source": "auth", "lines": lines})
-        .to_string(),
-    )
-    .await;
+    env.publish("logs.auth", common::auth_log_envelope().to_string())
+        .await;
     env.publish(
         "security.xdp.drops",
         json!({"v": 1, "ts": "2026-11-20T10:00:00Z", "host": "proxmox-node-01",

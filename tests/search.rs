@@ -9,9 +9,8 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{fixture, TestEnv};
+use common::{auth_log_envelope, fixture, TestEnv};
 use palisade_core::search::SearchIndex;
-use serde_json::json;
 use tantivy::query::{Query, TermQuery};
 use tantivy::schema::IndexRecordOption;
 use tantivy::Term;
@@ -19,20 +18,6 @@ use uuid::Uuid;
 
 /// 25 Falco alerts and one auth-log envelope of 10 lines.
 const EVENTS: u64 = 35;
-
-fn auth_log_envelope() -> serde_json::Value {
-    let lines: Vec<_> = fixture("logs/beats_system_auth_test.log")
-        .lines()
-        .filter_map(|l| palisade::fixtures::parse_syslog(l, 2026))
-        .map(|l| {
-            json!({"ts": l.ts.and_utc().to_rfc3339(), "message": l.message, "program": l.program,
-                   "pid": l.pid})
-        })
-        .collect();
-    assert_eq!(lines.len(), 10);
-    json!({"v": 1, "ts": "2026-02-20T08:35:22Z", "host": "bastion-01", "agent_id": "edge-7",
-           "source": "auth", "lines": lines})
-}
 
 async fn publish_fixtures(env: &TestEnv) {
     for line in fixture("falco/alerts.jsonl").lines() {

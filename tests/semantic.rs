@@ -54,21 +54,6 @@ fn messages(answer: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The auth log fixture as one log envelope.
-fn auth_envelope() -> String {
-    let lines: Vec<_> = fixture("logs/beats_system_auth_test.log")
-        .lines()
-        .filter_map(|l| palisade::fixtures::parse_syslog(l, 2026))
-        .map(|l| {
-            json!({"ts": l.ts.and_utc().to_rfc3339(), "message": l.message,
-                   "program": l.program, "pid": l.pid})
-        })
-        .collect();
-    json!({"v": 1, "ts": "2026-02-20T08:35:22Z", "host": "bastion-01", "agent_id": "edge-7",
-           "source": "auth", "lines": lines})
-    .to_string()
-}
-
 /// How many of the published events the default policy selects, decided here
 /// from the decoded messages, independently of the projection.
 fn expected_vectors(payloads: &[(&str, String)]) -> (i64, i64) {
@@ -102,7 +87,7 @@ async fn similar_to_finds_what_keywords_miss() {
         .map(|l| ("security.falco.alerts", l.to_owned()))
         .collect();
     payloads.push(("security.falco.alerts", TAIL_SHADOW.to_owned()));
-    payloads.push(("logs.auth", auth_envelope()));
+    payloads.push(("logs.auth", common::auth_log_envelope().to_string()));
     for (subject, payload) in &payloads {
         env.publish(subject, payload.clone()).await;
     }

@@ -230,3 +230,19 @@ pub fn fixture(path: &str) -> String {
     let full = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/").to_owned() + path;
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("fixture {full}: {e}"))
 }
+
+/// The real auth log of tests/fixtures/logs as one log envelope (10 lines, host
+/// bastion-01, agent edge-7).
+pub fn auth_log_envelope() -> serde_json::Value {
+    let lines: Vec<_> = fixture("logs/beats_system_auth_test.log")
+        .lines()
+        .filter_map(|l| palisade::fixtures::parse_syslog(l, 2026))
+        .map(|l| {
+            serde_json::json!({"ts": l.ts.and_utc().to_rfc3339(), "message": l.message,
+                               "program": l.program, "pid": l.pid})
+        })
+        .collect();
+    assert_eq!(lines.len(), 10);
+    serde_json::json!({"v": 1, "ts": "2026-02-20T08:35:22Z", "host": "bastion-01",
+                       "agent_id": "edge-7", "source": "auth", "lines": lines})
+}
