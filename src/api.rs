@@ -318,6 +318,7 @@ fn render(status: &Status) -> String {
         ("processes running", i.processes_running),
         ("connections", i.connections),
         ("scans", i.scans),
+        ("events embedded", i.event_vectors),
         ("dead letters", i.dead_letters),
     ] {
         let _ = write!(h, "<tr><th>{label}</th><td>{n}</td></tr>");

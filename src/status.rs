@@ -88,6 +88,8 @@ pub struct Ingested {
     pub connections: i64,
     /// Scan reports.
     pub scans: i64,
+    /// Events embedded for semantic hunting.
+    pub event_vectors: i64,
     /// Open vulnerability findings by severity.
     pub open_vulnerabilities: BTreeMap<String, i64>,
     /// Dead-lettered messages.
@@ -212,6 +214,7 @@ async fn ingested(pool: &PgPool) -> Result<Ingested, sqlx::Error> {
         processes_running: count("SELECT count(*) FROM processes WHERE stopped_at IS NULL").await?,
         connections: count("SELECT count(*) FROM connections").await?,
         scans: count("SELECT count(*) FROM scans").await?,
+        event_vectors: count("SELECT count(*) FROM event_vectors").await?,
         open_vulnerabilities: grouped(
             "SELECT severity, count(*) FROM host_vulnerabilities WHERE resolved_at IS NULL GROUP BY severity",
         )

@@ -146,6 +146,14 @@ async fn similar_to_finds_what_keywords_miss() {
         &settings,
     ));
 
+    let (status, report) = call(
+        &app,
+        Request::get("/api/v1/status").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(report["ingested"]["event_vectors"], selected, "{report}");
+
     // The keyword search misses the rephrased read; SIMILAR_TO ranks it first.
     let keyword = query(&app, "\"cat /etc/shadow\"").await;
     assert_eq!(keyword["total"]["value"], 0, "{keyword}");
