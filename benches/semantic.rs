@@ -275,24 +275,35 @@ async fn main() {
                 .unwrap();
         }
         let write_s = started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        sqlx::raw_sql(
-            "SET maintenance_work_mem = '2GB'; \
-             CREATE INDEX event_vectors_hnsw ON event_vectors USING hnsw (embedding vector_cosine_ops); \
-             VACUUM ANALYZE event_vectors",
-        )
-        .execute(&pool)
-        .await
-        .unwrap();
         println!(
             "- embedded {} events in {embed_s:.0} s ({:.0}/s, int8, 2 threads), wrote them in \
-             {write_s:.1} s, built the HNSW index (m 16, ef_construction 64) in {:.1} s",
+             {write_s:.1} s",
             vectors.len(),
             vectors.len() as f64 / embed_s,
-            started.elapsed().as_secs_f64()
         );
     } else {
         println!("- reusing the {have} kept vectors");
+    }
+    let indexed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = 'event_vectors_hnsw')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    if !indexed {
+        let mut conn = pool.acquire().await.unwrap();
+        let started = Instant::now();
+        for statement in [
+            "SET maintenance_work_mem = '2GB'",
+            "CREATE INDEX event_vectors_hnsw ON event_vectors USING hnsw (embedding vector_cosine_ops)",
+            "VACUUM ANALYZE event_vectors",
+        ] {
+            sqlx::query(statement).execute(&mut *conn).await.unwrap();
+        }
+        println!(
+            "- built the HNSW index (m 16, ef_construction 64) in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
     }
     let table: i64 = sqlx::query_scalar("SELECT pg_table_size('event_vectors')")
         .fetch_one(&pool)
@@ -311,7 +322,8 @@ async fn main() {
 
     // ANN: HNSW vs the exact scan, same queries, same run.
     let queries: Vec<Vec<f32>> = embedder.embed_batch(&PHRASES).unwrap();
-    let (mut hnsw_ms, mut exact_ms, mut recalls) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut hnsw_ms, mut exact_ms) = (Vec::new(), Vec::new());
+    let (mut recalls, mut id_recalls) = (Vec::new(), Vec::new());
     for round in 0..=repeat {
         for q in &queries {
             let mut tx = pool.begin().await.unwrap();
@@ -329,26 +341,40 @@ async fn main() {
             let exact_took = ms(started.elapsed());
             tx.commit().await.unwrap();
             if round == 0 {
+                // Log lines repeat with other IPs and users, so many vectors tie at the
+                // 50th distance and which of them the exact top 50 holds is arbitrary:
+                // a neighbour counts when it is at least as near as the 50th exact one.
                 let truth: std::collections::HashSet<Uuid> = exact.iter().map(|n| n.id).collect();
-                let hits = approximate.iter().filter(|n| truth.contains(&n.id)).count();
-                recalls.push(hits as f64 / truth.len().max(1) as f64);
+                let same_ids = approximate.iter().filter(|n| truth.contains(&n.id)).count();
+                let kth = exact.last().map_or(1.0, |n| n.similarity);
+                let near_enough = approximate
+                    .iter()
+                    .filter(|n| n.similarity >= kth - 1e-6)
+                    .count();
+                let wanted = truth.len().max(1) as f64;
+                recalls.push(near_enough as f64 / wanted);
+                id_recalls.push(same_ids as f64 / wanted);
                 continue;
             }
             hnsw_ms.push(hnsw_took);
             exact_ms.push(exact_took);
         }
     }
-    let recall = recalls.iter().sum::<f64>() / recalls.len() as f64;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let recall = mean(&recalls);
     let min_recall = recalls.iter().copied().fold(1.0, f64::min);
+    let id_recall = mean(&id_recalls);
     let (h50, h99) = summary(hnsw_ms);
     let (e50, e99) = summary(exact_ms);
     println!(
-        "\n| top-50 over {} vectors | p50 | p99 | recall@50 (mean, min) |",
+        "\n| top-50 over {} vectors | p50 | p99 | recall@50 by distance (mean, min) | same ids |",
         rows.len()
     );
-    println!("|---|---|---|---|");
-    println!("| HNSW, ef_search {ef} | {h50:.2} ms | {h99:.2} ms | {recall:.3}, {min_recall:.2} |");
-    println!("| baseline: exact scan | {e50:.2} ms | {e99:.2} ms | 1 |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| HNSW, ef_search {ef} | {h50:.2} ms | {h99:.2} ms | {recall:.3}, {min_recall:.2} | {id_recall:.3} |"
+    );
+    println!("| baseline: exact scan | {e50:.2} ms | {e99:.2} ms | 1 | 1 |");
 
     // Hybrid through the engine on the whole corpus.
     let index_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-search-index");

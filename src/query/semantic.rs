@@ -49,8 +49,8 @@ pub struct SemanticReport {
     pub ranking: &'static str,
     /// Why that ranking.
     pub reason: String,
-    /// Candidates the filter matched (at most `exact_max + 1` are counted); absent
-    /// without a filter.
+    /// Candidates the filter matched, counted up to `exact_max + 1` (so that
+    /// value means "more than the threshold"); absent without a filter.
     pub candidates: Option<u64>,
     /// Neighbours the HNSW search fetched (HNSW only).
     pub neighbourhood: Option<u32>,
@@ -100,7 +100,7 @@ impl QueryEngine {
                 (found, report)
             }
             candidates => {
-                let keys = match candidates {
+                let matches = match candidates {
                     Candidates::Search => {
                         let query = self.search_query(compiled)?;
                         self.search_candidates(query, exact_max).await?
@@ -109,15 +109,20 @@ impl QueryEngine {
                         let mut args = arguments(&[], params)?;
                         sqlx::Arguments::add(&mut args, i64::from(exact_max) + 1)
                             .map_err(|e| QueryError::Internal(e.to_string()))?;
-                        sqlx::query_as_with::<_, (DateTime<Utc>, Uuid), _>(sql, args)
+                        let keys = sqlx::query_as_with::<_, (DateTime<Utc>, Uuid), _>(sql, args)
                             .fetch_all(&mut *tx)
                             .await
-                            .map_err(db_error)?
+                            .map_err(db_error)?;
+                        if keys.len() > exact_max as usize {
+                            Matches::Many
+                        } else {
+                            Matches::Few(keys)
+                        }
                     }
                     Candidates::All => unreachable!("handled above"),
                 };
-                let count = keys.len() as u64;
-                if count <= u64::from(exact_max) {
+                if let Matches::Few(keys) = matches {
+                    let count = keys.len() as u64;
                     let ids: Vec<Uuid> = keys.iter().map(|(_, id)| *id).collect();
                     let found = vectors::nearest_among(&mut tx, &query_vector, &ids, k)
                         .await
@@ -142,7 +147,7 @@ impl QueryEngine {
                             "more than {exact_max} candidates: HNSW neighbourhood of \
                              {neighbourhood}, each re-checked against the filter"
                         ),
-                        candidates: Some(count),
+                        candidates: Some(u64::from(exact_max) + 1),
                         neighbourhood: Some(neighbourhood),
                         model,
                     };
@@ -186,19 +191,30 @@ impl QueryEngine {
         self.translate(tree)
     }
 
-    /// Keys of up to `cap + 1` events the index matches.
+    /// The events the index matches: their keys when there are at most `cap`
+    /// (counting first is cheaper than reading keys the HNSW path does not need).
     async fn search_candidates(
         &self,
         query: Box<dyn Query>,
         cap: u32,
-    ) -> Result<Vec<(DateTime<Utc>, Uuid)>, QueryError> {
+    ) -> Result<Matches, QueryError> {
         let index: Arc<SearchIndex> = Arc::clone(&self.index);
-        let cap = cap as usize + 1;
-        let page = tokio::task::spawn_blocking(move || index.collect_keys(query.as_ref(), cap))
-            .await
-            .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
-            .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
-        Ok(page.hits.into_iter().map(|h| (h.ts, h.id)).collect())
+        let cap = cap as usize;
+        tokio::task::spawn_blocking(move || {
+            let (_, few) = index.count_up_to(query.as_ref(), cap)?;
+            if !few {
+                return Ok(Matches::Many);
+            }
+            let page = index.collect_keys(query.as_ref(), cap)?;
+            Ok(Matches::Few(
+                page.hits.into_iter().map(|h| (h.ts, h.id)).collect(),
+            ))
+        })
+        .await
+        .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
+        .map_err(|e: palisade_core::search::SearchError| {
+            QueryError::Internal(format!("search: {e}"))
+        })
     }
 
     /// HNSW over every vector, neighbours re-checked against the filter; the
@@ -267,6 +283,14 @@ impl QueryEngine {
             Candidates::All => Ok(ids.into_iter().collect()),
         }
     }
+}
+
+/// The candidates a filter matched: few enough to scan exactly, or more.
+enum Matches {
+    /// At most the exact-scan threshold: their keys.
+    Few(Vec<(DateTime<Utc>, Uuid)>),
+    /// More than the threshold.
+    Many,
 }
 
 fn store_error(e: palisade_core::store::StoreError) -> QueryError {

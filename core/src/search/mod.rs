@@ -629,6 +629,12 @@ impl SearchIndex {
         })
     }
 
+    /// The number of documents matching `query`, counted up to `cap`: `(count,
+    /// exact)`, where `exact` is false when there are more than `cap`.
+    pub fn count_up_to(&self, query: &dyn Query, cap: usize) -> Result<(usize, bool), SearchError> {
+        count_up_to(&self.searcher(), query, cap)
+    }
+
     /// Which of `ids` match `query`: the re-check of approximate neighbours
     /// against a full-text filter.
     pub fn filter_ids(
