@@ -813,6 +813,7 @@ fn main() {
         std::fs::copy(&texts_path, &keep).unwrap();
         if std::env::var("BENCH_TEXTS_ONLY").is_ok_and(|v| v == "1") {
             eprintln!("{n} texts written to {}", Path::new(&keep).display());
+            let _ = std::fs::remove_dir_all(&dir);
             return;
         }
     }
