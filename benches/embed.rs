@@ -42,7 +42,7 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use palisade_core::model::Decoded;
-use palisade_embeddings::{Embedder, EmbedderConfig, ModelVariant, DIMENSIONS};
+use palisade_embeddings::{cosine, Embedder, EmbedderConfig, ModelVariant, DIMENSIONS};
 use serde_json::{json, Value};
 
 mod support;
@@ -623,16 +623,6 @@ fn time_tokenize(embedder: &Embedder, texts: &[&str], batch: usize) -> (f64, usi
         passes += 1;
     }
     ((passes * texts.len()) as f64 / elapsed, tokens)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
 }
 
 /// Mean, minimum and the index of the minimum of the row-wise cosines.

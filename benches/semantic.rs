@@ -133,18 +133,21 @@ fn summary(mut samples: Vec<f64>) -> (f64, f64) {
     (percentile(&samples, 50.0), percentile(&samples, 99.0))
 }
 
+/// id, ts, type, source, severity_level, rule, message, attributes.
+type SampleRow = (
+    Uuid,
+    DateTime<Utc>,
+    String,
+    String,
+    i16,
+    Option<String>,
+    String,
+    Value,
+);
+
 /// A fixed sample of the corpus (about `percent`% of its pages), policy applied.
 async fn sample(pool: &sqlx::PgPool, percent: f64) -> (usize, Vec<Row>) {
-    let rows: Vec<(
-        Uuid,
-        DateTime<Utc>,
-        String,
-        String,
-        i16,
-        Option<String>,
-        String,
-        Value,
-    )> = sqlx::query_as(&format!(
+    let rows: Vec<SampleRow> = sqlx::query_as(&format!(
         "SELECT id, ts, type, source, severity_level, rule, message, attributes \
              FROM events TABLESAMPLE SYSTEM ({percent}) REPEATABLE (42) ORDER BY ts, id"
     ))

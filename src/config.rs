@@ -267,7 +267,6 @@ impl SemanticSettings {
             }
             None => VectorPolicy::default(),
         };
-        tracing::info!(model = %embedder.model_id(), provider = embedder.execution_provider(), "embedding model loaded");
         Ok(Some(Arc::new(VectorStage::new(embedder, policy))))
     }
 

@@ -56,6 +56,18 @@ pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
 /// Dimension of one embedding vector.
 pub const DIMENSIONS: usize = 384;
 
+/// Cosine similarity of two vectors (in f64, so the comparison of two nearly equal
+/// embeddings is not lost to rounding).
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

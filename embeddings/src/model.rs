@@ -353,6 +353,7 @@ mod tests {
     use serde::Deserialize;
 
     use super::*;
+    use crate::cosine;
 
     /// One line of the converter's reference.json.
     #[derive(Deserialize)]
@@ -389,16 +390,6 @@ mod tests {
     fn references() -> Vec<Reference> {
         let path = config(ModelVariant::Int8).model_dir.join("reference.json");
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-    }
-
-    fn cosine(a: &[f32], b: &[f32]) -> f64 {
-        let dot: f64 = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| f64::from(*x) * f64::from(*y))
-            .sum();
-        let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-        dot / (norm(a) * norm(b))
     }
 
     fn cosine_to_reference(a: &[f32], reference: &[f64]) -> f64 {
