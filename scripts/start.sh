@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts Palisade on this machine: the dev stack (NATS JetStream, PostgreSQL +
-# pgvector, the MiniLM model converted to ONNX on first use), a release build, the bundled public sample data (real Falco alerts,
-# Trivy reports, an auth log; set PALISADE_LOAD_FIXTURES=0 to skip), then
+# pgvector, the MiniLM model converted to ONNX on first use), a release build,
+# the bundled public sample data (real Falco alerts, Trivy reports, an auth log;
+# set PALISADE_LOAD_FIXTURES=0 to skip), then
 # `palisade up` in the foreground: migrations, streams, every projection, and the
 # HTTP server on 127.0.0.1 (status page at /, /healthz, /metrics, /api/v1/status).
 # Safe to re-run. Ctrl-C stops Palisade; `scripts/stack.sh down` stops the services.
