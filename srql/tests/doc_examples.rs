@@ -1,18 +1,10 @@
 //! Every example in `docs/srql.md` that is meant to compile does, and every example of an
 //! error gives that error: the reference cannot drift from the code.
 
-use chrono::{TimeZone, Utc};
-use palisade_srql::{compile, CompileOptions};
+mod common;
 
-fn options() -> CompileOptions {
-    CompileOptions {
-        now: Utc
-            .with_ymd_and_hms(2026, 11, 24, 12, 0, 0)
-            .single()
-            .expect("a valid instant"),
-        ..CompileOptions::default()
-    }
-}
+use common::options;
+use palisade_srql::compile;
 
 fn doc() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/srql.md");

@@ -5,18 +5,10 @@
 //! New or changed messages: `INSTA_UPDATE=always cargo test -p palisade-srql --test errors`
 //! (or `cargo insta review`), then read the `.snap` diff before committing it.
 
-use chrono::{TimeZone, Utc};
-use palisade_srql::{compile, CompileOptions};
+mod common;
 
-fn options() -> CompileOptions {
-    CompileOptions {
-        now: Utc
-            .with_ymd_and_hms(2026, 11, 24, 12, 0, 0)
-            .single()
-            .expect("a valid instant"),
-        ..CompileOptions::default()
-    }
-}
+use common::options;
+use palisade_srql::compile;
 
 /// The query, a caret under the error's column, and the message.
 fn render(query: &str) -> String {

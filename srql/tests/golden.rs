@@ -8,25 +8,14 @@
 //! field values, list items, SIMILAR_TO text) appears in the SQL text: values are bound
 //! parameters, never spliced.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use chrono::{TimeZone, Utc};
+use common::options;
 use palisade_srql::ast::{Expr, Stage, Value};
-use palisade_srql::{compile, parse, CompileOptions, Compiled};
-
-fn options() -> CompileOptions {
-    CompileOptions {
-        now: Utc
-            .with_ymd_and_hms(2026, 11, 24, 12, 0, 0)
-            .single()
-            .expect("a valid instant"),
-        limit: None,
-        offset: 0,
-        default_limit: 100,
-        max_limit: 10_000,
-    }
-}
+use palisade_srql::{compile, parse, Compiled};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")

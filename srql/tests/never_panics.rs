@@ -2,23 +2,13 @@
 //! compiles, its SQL placeholders and its parameters match one to one, and no value the
 //! user wrote is spliced into the SQL text.
 
+mod common;
+
 use std::collections::BTreeSet;
 
-use chrono::{TimeZone, Utc};
-use palisade_srql::{
-    catalogue, compile, parse, Candidates, CompileOptions, Compiled, ExecPath, SimilarTo,
-};
+use common::options;
+use palisade_srql::{catalogue, compile, parse, Candidates, Compiled, ExecPath, SimilarTo};
 use proptest::prelude::*;
-
-fn options() -> CompileOptions {
-    CompileOptions {
-        now: Utc
-            .with_ymd_and_hms(2026, 11, 24, 12, 0, 0)
-            .single()
-            .expect("a valid instant"),
-        ..CompileOptions::default()
-    }
-}
 
 /// Every `$n` in `sql`.
 fn placeholders(sql: &str) -> BTreeSet<usize> {
