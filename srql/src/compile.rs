@@ -1344,17 +1344,12 @@ impl<'o> Compiler<'o> {
                         lower: Bound::Included(num(a, vcol + 1)?),
                         upper: Bound::Included(num(b, vcol + 2 + a.len())?),
                     },
-                    Value::List(items) => SearchQuery::Or(
-                        items
-                            .iter()
-                            .map(|i| {
-                                Ok(SearchQuery::Term {
-                                    field: field.clone(),
-                                    value: num(i, vcol)?,
-                                })
-                            })
-                            .collect::<Result<_, SrqlError>>()?,
-                    ),
+                    Value::List(items) => any_of(items, |i| {
+                        Ok(SearchQuery::Term {
+                            field: field.clone(),
+                            value: num(i, vcol)?,
+                        })
+                    })?,
                     other => {
                         return Err(err(
                             vcol,
@@ -1375,17 +1370,12 @@ impl<'o> Compiler<'o> {
                     Value::Compare(op, w) => {
                         compare_range(field, *op, level(w, vcol + op.as_str().len())?)
                     }
-                    Value::List(items) => SearchQuery::Or(
-                        items
-                            .iter()
-                            .map(|i| {
-                                Ok(SearchQuery::Term {
-                                    field: field.clone(),
-                                    value: level(i, vcol)?,
-                                })
-                            })
-                            .collect::<Result<_, SrqlError>>()?,
-                    ),
+                    Value::List(items) => any_of(items, |i| {
+                        Ok(SearchQuery::Term {
+                            field: field.clone(),
+                            value: level(i, vcol)?,
+                        })
+                    })?,
                     other => {
                         return Err(err(
                             vcol,
@@ -1415,18 +1405,13 @@ impl<'o> Compiler<'o> {
                         cidr: w.clone(),
                     }
                 }
-                Value::List(items) => SearchQuery::Or(
-                    items
-                        .iter()
-                        .map(|i| {
-                            check_cidr(i, vcol)?;
-                            Ok(SearchQuery::IpCidr {
-                                field: field.clone(),
-                                cidr: i.clone(),
-                            })
-                        })
-                        .collect::<Result<_, SrqlError>>()?,
-                ),
+                Value::List(items) => any_of(items, |i| {
+                    check_cidr(i, vcol)?;
+                    Ok(SearchQuery::IpCidr {
+                        field: field.clone(),
+                        cidr: i.clone(),
+                    })
+                })?,
                 other => return Err(err(vcol, "an IP address or CIDR block", other.to_string())),
             }),
             FieldKind::Json => Err(err(
@@ -1557,6 +1542,16 @@ fn compare_range(field: String, op: CompareOp, v: SearchValue) -> SearchQuery {
 }
 
 /// Events subsets as conditions.
+/// `(a, b, …)`: any of the items, each turned into a query by `each`.
+fn any_of(
+    items: &[String],
+    each: impl FnMut(&String) -> Result<SearchQuery, SrqlError>,
+) -> Result<SearchQuery, SrqlError> {
+    Ok(SearchQuery::Or(
+        items.iter().map(each).collect::<Result<_, _>>()?,
+    ))
+}
+
 fn entity_sql(entity: Entity, sql: &mut Sql) -> Option<String> {
     match entity {
         Entity::Alerts => Some(format!(
