@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use async_nats::jetstream::consumer::PullConsumer;
 use futures::StreamExt;
 
 use crate::{pipeline, source, IngestError, Pipeline, Projection};
@@ -24,19 +25,7 @@ pub async fn replay(
     truncate(pipeline, projection).await?;
     let writer = pipeline.writer(projection, false);
     let done = AtomicU64::new(0);
-    let mut consumers = Vec::new();
-    let mut total = 0;
-    for binding in projection.bindings() {
-        let mut consumer =
-            source::open_consumer(&pipeline.js, projection, binding, &pipeline.config, false)
-                .await?;
-        let info = consumer
-            .info()
-            .await
-            .map_err(|e| IngestError::jetstream("consumer info", e))?;
-        total += info.num_pending;
-        consumers.push(consumer);
-    }
+    let (consumers, total) = ephemeral_consumers(pipeline, projection).await?;
     progress(0, total);
     for consumer in &consumers {
         let pending = consumer.cached_info().num_pending;
@@ -59,6 +48,28 @@ pub async fn replay(
     Ok(ReplayReport {
         messages: done.load(Ordering::Relaxed),
     })
+}
+
+/// An ephemeral consumer from the first message on each stream `projection` reads,
+/// and how many messages they hold in all.
+pub(crate) async fn ephemeral_consumers(
+    pipeline: &Pipeline,
+    projection: Projection,
+) -> Result<(Vec<PullConsumer>, u64), IngestError> {
+    let mut consumers = Vec::new();
+    let mut total = 0;
+    for binding in projection.bindings() {
+        let mut consumer =
+            source::open_consumer(&pipeline.js, projection, binding, &pipeline.config, false)
+                .await?;
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| IngestError::jetstream("consumer info", e))?;
+        total += info.num_pending;
+        consumers.push(consumer);
+    }
+    Ok((consumers, total))
 }
 
 async fn truncate(pipeline: &Pipeline, projection: Projection) -> Result<(), IngestError> {

@@ -340,24 +340,9 @@ pub async fn replay_search(
     commit_interval: Duration,
     progress: impl Fn(u64, u64),
 ) -> Result<SearchReplayReport, IngestError> {
-    let mut consumers = Vec::new();
-    let mut total = 0;
-    for binding in bindings() {
-        let mut consumer = source::open_consumer(
-            &pipeline.js,
-            Projection::Events,
-            binding,
-            &pipeline.config,
-            false,
-        )
-        .await?;
-        let info = consumer
-            .info()
-            .await
-            .map_err(|e| IngestError::jetstream("consumer info", e))?;
-        total += info.num_pending;
-        consumers.push(consumer);
-    }
+    // The search index reads what the events projection reads.
+    let (consumers, total) =
+        crate::replay::ephemeral_consumers(pipeline, Projection::Events).await?;
     progress(0, total);
     let done = std::sync::atomic::AtomicU64::new(0);
     for consumer in &consumers {
