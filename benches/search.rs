@@ -4,7 +4,8 @@
 //! templates — Falco alerts (tests/fixtures/falco), sshd/sudo auth-log lines
 //! (tests/fixtures/logs) — plus system-log lines and XDP drops written here, with
 //! randomised hosts, IPs, users, container ids and paths, and a few planted rare IOCs
-//! (IPs, sha256 hashes, CVE ids). Every message goes through the real decoders, then into
+//! (IPs, sha256 hashes, CVE ids). Events come in time order over 30 days, as live agents
+//! send them. Every message goes through the real decoders, then into
 //! PostgreSQL through the events store (the projection's own COPY path) and into the
 //! tantivy index through the search projection's own document builder.
 //!
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use palisade_core::model::Decoded;
-use palisade_core::search::{SearchIndex, WriterOptions};
+use palisade_core::search::{IndexOptions, SearchIndex};
 use palisade_core::store::{Batch, Position, Store};
 use serde_json::json;
 
@@ -161,9 +162,15 @@ impl Generator {
         }
     }
 
+    /// Events arrive in time order, as they do from live agents: the n-th of N events
+    /// happened n/N of the way through the 30 days, give or take a minute (agents'
+    /// clocks and batching), so index segments, like the daily partitions, each hold
+    /// a stretch of time.
     fn ts(&mut self) -> DateTime<Utc> {
-        let span_ms = (DAYS * 24 * 3600 * 1000) as u64;
-        base() - chrono::Duration::milliseconds(self.rng.below(span_ms) as i64)
+        let span_ms = DAYS * 24 * 3600 * 1000;
+        let at = (span_ms as f64 * self.made as f64 / self.total.max(1) as f64) as i64;
+        let jitter = self.rng.below(120_000) as i64 - 60_000;
+        base() - chrono::Duration::milliseconds(span_ms - at - jitter)
     }
 
     fn host(&mut self) -> String {
@@ -612,9 +619,10 @@ async fn main() {
         .expect("DATABASE_URL: run `eval \"$(scripts/stack.sh env)\"` first");
     let name = "palisade_bench_search";
     let index_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-search-index");
-    let options = WriterOptions {
+    let options = IndexOptions {
         heap_bytes: 512 * 1024 * 1024,
         threads: 2,
+        ..Default::default()
     };
 
     // Reuse a kept corpus of the same size, else build it.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use palisade::query::{QueryEngine, QueryLimits, SemanticSearch};
-use palisade_core::search::{SearchIndex, WriterOptions};
+use palisade_core::search::{IndexOptions, SearchIndex};
 use palisade_core::store::{Batch, Store};
 use palisade_core::vectors::{self, EventVector, Provenance};
 use palisade_embeddings::policy::{self, EventView, VectorPolicy};
@@ -382,7 +382,7 @@ async fn main() {
     // Hybrid through the engine on the whole corpus.
     let index_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-search-index");
     let index = Arc::new(
-        SearchIndex::open(&index_dir, WriterOptions::default())
+        SearchIndex::open(&index_dir, IndexOptions::default())
             .expect("the search benchmark's index"),
     );
     let engine = QueryEngine::new(

@@ -177,6 +177,10 @@ pub struct SearchSettings {
     /// Memory the index writer buffers documents in, in MiB (at least 15).
     #[arg(long, env = "PALISADE_SEARCH_WRITER_HEAP_MB", default_value_t = 64)]
     pub search_writer_heap_mb: usize,
+
+    /// Threads one search spreads the index's segments over (0: one per core).
+    #[arg(long, env = "PALISADE_SEARCH_THREADS", default_value_t = 0)]
+    pub search_threads: usize,
 }
 
 impl SearchSettings {
@@ -191,9 +195,13 @@ impl SearchSettings {
     }
 
     /// The index writer's size.
-    pub fn writer_options(&self) -> palisade_core::search::WriterOptions {
-        palisade_core::search::WriterOptions {
+    pub fn index_options(&self) -> palisade_core::search::IndexOptions {
+        palisade_core::search::IndexOptions {
             heap_bytes: self.search_writer_heap_mb.max(15) * 1024 * 1024,
+            search_threads: match self.search_threads {
+                0 => palisade_core::search::IndexOptions::default().search_threads,
+                n => n,
+            },
             ..Default::default()
         }
     }
@@ -411,7 +419,7 @@ mod tests {
             Duration::from_millis(250)
         );
         assert_eq!(
-            cli.serve.search.writer_options().heap_bytes,
+            cli.serve.search.index_options().heap_bytes,
             15 * 1024 * 1024
         );
     }

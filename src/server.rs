@@ -204,7 +204,7 @@ pub async fn replay_search(
 ) -> anyhow::Result<palisade_consumers::search::SearchReplayReport> {
     let pipeline = pipeline(conn, ingest, None).await?;
     let dir = search.index_dir();
-    let options = search.writer_options();
+    let options = search.index_options();
     let index = tokio::task::spawn_blocking(move || SearchIndex::recreate(&dir, options)).await??;
     let index = Arc::new(index);
     let interval = search.search_config().commit_interval;
@@ -216,7 +216,7 @@ pub async fn open_search_index(
     settings: &crate::config::SearchSettings,
 ) -> anyhow::Result<Arc<SearchIndex>> {
     let dir = settings.index_dir();
-    let options = settings.writer_options();
+    let options = settings.index_options();
     let index = tokio::task::spawn_blocking(move || SearchIndex::open(&dir, options)).await??;
     Ok(Arc::new(index))
 }

@@ -21,7 +21,18 @@ pub struct GroupCount {
 /// One segment's counts, by term ordinal.
 pub struct SegmentGroupCount {
     columns: Vec<Option<StrColumn>>,
-    counts: HashMap<Vec<Option<u64>>, u64>,
+    counts: SegmentCounts,
+    /// Scratch for a block's ordinals (one field).
+    ords: Vec<Option<u64>>,
+}
+
+/// Counts keyed by term ordinals.
+enum SegmentCounts {
+    /// One field (the usual `by host`): a count per ordinal, and the documents without a
+    /// value; no hashing per document.
+    One { by_ord: Vec<u64>, missing: u64 },
+    /// Several fields: a count per combination.
+    Many(HashMap<Vec<Option<u64>>, u64>),
 }
 
 impl Collector for GroupCount {
@@ -39,9 +50,17 @@ impl Collector for GroupCount {
             .iter()
             .map(|f| fast.str(f))
             .collect::<tantivy::Result<Vec<_>>>()?;
+        let counts = match columns.as_slice() {
+            [column] => SegmentCounts::One {
+                by_ord: vec![0; column.as_ref().map_or(0, |c| c.num_terms())],
+                missing: 0,
+            },
+            _ => SegmentCounts::Many(HashMap::new()),
+        };
         Ok(SegmentGroupCount {
             columns,
-            counts: HashMap::new(),
+            counts,
+            ords: Vec::new(),
         })
     }
 
@@ -60,34 +79,172 @@ impl Collector for GroupCount {
     }
 }
 
+impl SegmentGroupCount {
+    fn term(&self, field: usize, ord: Option<u64>) -> Option<String> {
+        let (Some(ord), Some(Some(column))) = (ord, self.columns.get(field)) else {
+            return None;
+        };
+        let mut text = String::new();
+        column.ord_to_str(ord, &mut text).ok()?.then_some(text)
+    }
+}
+
 impl SegmentCollector for SegmentGroupCount {
     type Fruit = Groups;
 
     fn collect(&mut self, doc: DocId, _score: Score) {
-        let key: Vec<Option<u64>> = self
-            .columns
-            .iter()
-            .map(|c| c.as_ref().and_then(|c| c.term_ords(doc).next()))
-            .collect();
-        *self.counts.entry(key).or_default() += 1;
+        match &mut self.counts {
+            SegmentCounts::One { by_ord, missing } => {
+                let ord = self.columns[0].as_ref().and_then(|c| c.ords().first(doc));
+                match ord.and_then(|o| by_ord.get_mut(o as usize)) {
+                    Some(n) => *n += 1,
+                    None => *missing += 1,
+                }
+            }
+            SegmentCounts::Many(counts) => {
+                let key: Vec<Option<u64>> = self
+                    .columns
+                    .iter()
+                    .map(|c| c.as_ref().and_then(|c| c.term_ords(doc).next()))
+                    .collect();
+                *counts.entry(key).or_default() += 1;
+            }
+        }
+    }
+
+    fn collect_block(&mut self, docs: &[DocId]) {
+        let Self {
+            columns,
+            counts,
+            ords,
+        } = self;
+        let (SegmentCounts::One { by_ord, missing }, [Some(column)]) = (counts, columns.as_slice())
+        else {
+            for doc in docs {
+                self.collect(*doc, 0.0);
+            }
+            return;
+        };
+        ords.clear();
+        ords.resize(docs.len(), None);
+        column.ords().first_vals(docs, ords);
+        for ord in ords.iter() {
+            match ord.and_then(|o| by_ord.get_mut(o as usize)) {
+                Some(n) => *n += 1,
+                None => *missing += 1,
+            }
+        }
     }
 
     fn harvest(self) -> Groups {
-        let mut out = Groups::with_capacity(self.counts.len());
-        for (ords, n) in self.counts {
-            let key = ords
-                .iter()
-                .zip(&self.columns)
-                .map(|(ord, column)| {
-                    let (Some(ord), Some(column)) = (ord, column) else {
-                        return None;
-                    };
-                    let mut text = String::new();
-                    column.ord_to_str(*ord, &mut text).ok()?.then_some(text)
-                })
-                .collect();
-            *out.entry(key).or_default() += n;
+        match &self.counts {
+            SegmentCounts::One { by_ord, missing } => {
+                let mut out = Groups::new();
+                for (ord, n) in by_ord.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    *out.entry(vec![self.term(0, Some(ord as u64))]).or_default() += n;
+                }
+                if *missing > 0 {
+                    *out.entry(vec![None]).or_default() += missing;
+                }
+                out
+            }
+            SegmentCounts::Many(counts) => {
+                let mut out = Groups::with_capacity(counts.len());
+                for (ords, n) in counts {
+                    let key = ords
+                        .iter()
+                        .enumerate()
+                        .map(|(field, ord)| self.term(field, *ord))
+                        .collect();
+                    *out.entry(key).or_default() += n;
+                }
+                out
+            }
         }
-        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_core::model::{Decoded, Event, EventKind, Severity};
+    use palisade_core::search::{IndexOptions, SearchIndex};
+    use palisade_core::store::{Batch, Position};
+    use tantivy::query::AllQuery;
+
+    fn event(host: Option<&str>, severity: Severity) -> Event {
+        Event {
+            ts: chrono::Utc::now(),
+            host: host.map(str::to_owned),
+            source: "auth".into(),
+            kind: EventKind::Log,
+            severity,
+            rule: None,
+            message: "Failed password for root".into(),
+            attributes: serde_json::Map::new(),
+        }
+    }
+
+    fn count(index: &SearchIndex, fields: &[&str]) -> Vec<(Vec<Option<String>>, u64)> {
+        let collector = GroupCount {
+            fields: fields.iter().map(|f| (*f).to_owned()).collect(),
+        };
+        let mut groups: Vec<_> = index
+            .searcher()
+            .search(&AllQuery, &collector)
+            .expect("search")
+            .into_iter()
+            .collect();
+        groups.sort();
+        groups
+    }
+
+    #[test]
+    fn counts_by_one_field_and_by_several_across_segments() {
+        let index = SearchIndex::open_in_ram(IndexOptions::for_tests()).expect("index");
+        let batches = [
+            vec![
+                event(Some("web-01"), Severity::High),
+                event(Some("web-02"), Severity::Info),
+                event(None, Severity::High),
+            ],
+            vec![
+                event(Some("web-01"), Severity::High),
+                event(Some("web-01"), Severity::Info),
+            ],
+        ];
+        for (seq, events) in batches.into_iter().enumerate() {
+            let position = Position {
+                stream: "PALISADE_LOGS".into(),
+                seq: seq as u64 + 1,
+                subject: "logs.auth".into(),
+            };
+            index
+                .add_batch(&Batch {
+                    records: vec![(position, Decoded::Events(events))],
+                    dead_letters: Vec::new(),
+                })
+                .expect("add");
+            // A commit per batch: two segments, with their own term ordinals.
+            index.commit().expect("commit");
+        }
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            count(&index, &["host"]),
+            [
+                (vec![None], 1),
+                (vec![s("web-01")], 3),
+                (vec![s("web-02")], 1)
+            ]
+        );
+        assert_eq!(
+            count(&index, &["host", "severity"]),
+            [
+                (vec![None, s("high")], 1),
+                (vec![s("web-01"), s("high")], 2),
+                (vec![s("web-01"), s("info")], 1),
+                (vec![s("web-02"), s("info")], 1),
+            ]
+        );
     }
 }

@@ -482,7 +482,8 @@ impl QueryEngine {
 
     /// Adds each hit's score and a highlighted snippet of its message.
     fn annotate(&self, rows: &mut [Value], hits: &[Hit], query: &dyn Query) {
-        let terms = snippet::query_terms(query, self.index.fields().text);
+        let fields = self.index.fields();
+        let terms = snippet::query_terms(query, fields.text, fields.text_pairs);
         for row in rows.iter_mut() {
             let Some(obj) = row.as_object_mut() else {
                 continue;
@@ -540,20 +541,15 @@ impl QueryEngine {
     }
 
     async fn read_only(&self) -> Result<sqlx::Transaction<'static, Postgres>, QueryError> {
-        let mut tx = self.pool.begin().await.map_err(db_error)?;
         let ms = self.limits.timeout.as_millis().max(1);
-        // Numbers we format ourselves: SET takes no bound parameters.
-        for statement in [
-            "SET TRANSACTION READ ONLY".to_owned(),
-            format!("SET LOCAL statement_timeout = {ms}"),
-            "SET LOCAL TimeZone = 'UTC'".to_owned(),
-        ] {
-            sqlx::query(&statement)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-        }
-        Ok(tx)
+        // One round trip: BEGIN and the settings go as one simple query (numbers we
+        // format ourselves; SET takes no bound parameters).
+        self.pool
+            .begin_with(format!(
+                "BEGIN READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL TimeZone = 'UTC'"
+            ))
+            .await
+            .map_err(db_error)
     }
 }
 

@@ -7,6 +7,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::ops::Bound;
 
+use palisade_core::search::{is_word, names, word_pair};
 use palisade_srql::{SearchQuery, SearchValue};
 use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query, RangeQuery, RegexQuery,
@@ -133,7 +134,13 @@ impl<'a> Translator<'a> {
         if !tokenized {
             return self.term(name, &SearchValue::Str(text.to_owned()));
         }
-        let terms: Vec<Term> = (self.tokenize)(text)
+        let tokens = (self.tokenize)(text);
+        if phrase && tokens.len() >= 2 && tokens.iter().all(|t| is_word(t)) {
+            if let Some(pairs) = self.pairs_of(field) {
+                return Ok(word_pair_phrase(pairs, &tokens));
+            }
+        }
+        let terms: Vec<Term> = tokens
             .iter()
             .map(|t| Term::from_field_text(field, t))
             .collect();
@@ -160,6 +167,13 @@ impl<'a> Translator<'a> {
                     .collect(),
             )),
         })
+    }
+
+    /// The word-pair field that answers phrases of plain words on `field` (`text` only).
+    fn pairs_of(&self, field: Field) -> Option<Field> {
+        (self.schema.get_field_name(field) == names::TEXT)
+            .then(|| self.schema.get_field(names::TEXT_PAIRS).ok())
+            .flatten()
     }
 
     fn term(&self, name: &str, value: &SearchValue) -> Result<Box<dyn Query>, TranslateError> {
@@ -295,6 +309,20 @@ impl<'a> Translator<'a> {
     }
 }
 
+/// A phrase of two or more plain words as word-pair terms: one term for two words (scored
+/// like any term, so top-k search can skip blocks), else a phrase of consecutive pairs.
+fn word_pair_phrase(pairs: Field, words: &[String]) -> Box<dyn Query> {
+    let mut terms: Vec<Term> = words
+        .windows(2)
+        .map(|w| Term::from_field_text(pairs, &word_pair(&w[0], &w[1])))
+        .collect();
+    if terms.len() == 1 {
+        let term = terms.remove(0);
+        return Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
+    }
+    Box::new(PhraseQuery::new(terms))
+}
+
 fn json_term(field: Field, path: &str, value: &str) -> Box<dyn Query> {
     let mut term = Term::from_field_json_path(field, path, true);
     term.append_type_and_str(value);
@@ -382,6 +410,168 @@ pub fn cidr_range(cidr: &str) -> Option<(Ipv6Addr, Ipv6Addr)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_core::model::{Decoded, Event, EventKind, Severity};
+    use palisade_core::search::{IndexOptions, PalisadeTokenizer, SearchIndex};
+    use palisade_core::store::{Batch, Position};
+    use tantivy::collector::DocSetCollector;
+    use tantivy::tokenizer::{TokenStream, Tokenizer};
+
+    /// Real text: the Falco fixture alerts (output and output fields) and the auth-log lines.
+    fn fixture_events() -> Vec<Event> {
+        let falco = include_str!("../../tests/fixtures/falco/alerts.jsonl");
+        let auth = include_str!("../../tests/fixtures/logs/beats_system_auth_test.log");
+        let event = |message: &str, attributes: serde_json::Map<String, serde_json::Value>| Event {
+            ts: chrono::Utc::now(),
+            host: Some("node-1".into()),
+            source: "fixture".into(),
+            kind: EventKind::Log,
+            severity: Severity::Info,
+            rule: None,
+            message: message.to_owned(),
+            attributes,
+        };
+        let mut events: Vec<Event> = falco
+            .lines()
+            .map(|line| {
+                let alert: serde_json::Value = serde_json::from_str(line).expect("fixture line");
+                let fields = alert["output_fields"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                event(alert["output"].as_str().unwrap_or(""), fields)
+            })
+            .collect();
+        events.extend(auth.lines().map(|l| event(l, serde_json::Map::new())));
+        events
+    }
+
+    /// Phrases to try on `text`: from each indexed value, every run of 2–4 adjacent
+    /// positions with one plain word taken at each (whole tokens and parts alike), plus
+    /// the same words out of order.
+    fn phrases(text: &str) -> Vec<String> {
+        let mut by_position: Vec<Vec<String>> = Vec::new();
+        let mut tokenizer = PalisadeTokenizer;
+        let mut stream = tokenizer.token_stream(text);
+        while stream.advance() {
+            let token = stream.token();
+            if by_position.len() <= token.position {
+                by_position.resize(token.position + 1, Vec::new());
+            }
+            if is_word(&token.text) {
+                by_position[token.position].push(token.text.clone());
+            }
+        }
+        let mut out = Vec::new();
+        for start in 0..by_position.len() {
+            for len in 2..=4 {
+                let Some(run) = by_position.get(start..start + len) else {
+                    continue;
+                };
+                if run.iter().any(Vec::is_empty) {
+                    continue;
+                }
+                // One word at each position, picked so the runs cover parts and whole tokens.
+                let words: Vec<&str> = run
+                    .iter()
+                    .enumerate()
+                    .map(|(i, at)| at[(start + i) % at.len()].as_str())
+                    .collect();
+                out.push(words.join(" "));
+                let mut reversed = words.clone();
+                reversed.reverse();
+                out.push(reversed.join(" "));
+            }
+        }
+        out
+    }
+
+    /// Phrases of plain words are answered from the word pairs; on real fixture text they
+    /// must match exactly the documents the positional phrase on `text` matches.
+    #[test]
+    fn word_pair_phrases_match_what_positional_phrases_match() {
+        let events = fixture_events();
+        let index = SearchIndex::open_in_ram(IndexOptions::for_tests()).expect("index");
+        let position = Position {
+            stream: "PALISADE_LOGS".into(),
+            seq: 1,
+            subject: "logs.auth".into(),
+        };
+        index
+            .add_batch(&Batch {
+                records: vec![(position, Decoded::Events(events.clone()))],
+                dead_letters: Vec::new(),
+            })
+            .expect("add");
+        index.commit().expect("commit");
+        let schema = index.schema();
+        let tokenize = |text: &str| index.query_tokens(text);
+        let translator = Translator::new(&schema, &tokenize);
+        let searcher = index.searcher();
+        let text = index.fields().text;
+
+        let (mut tried, mut found) = (0, 0);
+        for event in &events {
+            for phrase in phrases(&event.message) {
+                let query = SearchQuery::Phrase {
+                    field: names::TEXT.into(),
+                    text: phrase.clone(),
+                };
+                let pairs = translator.translate(&query).expect("translates");
+                let mut terms = Vec::new();
+                pairs.query_terms(&mut |term, _| terms.push(term.field()));
+                assert!(
+                    terms.iter().all(|f| *f == index.fields().text_pairs),
+                    "`{phrase}` is not answered from the word pairs"
+                );
+                let positional = PhraseQuery::new(
+                    phrase
+                        .split(' ')
+                        .map(|w| Term::from_field_text(text, w))
+                        .collect(),
+                );
+                let expected = searcher
+                    .search(&positional, &DocSetCollector)
+                    .expect("search");
+                let got = searcher
+                    .search(pairs.as_ref(), &DocSetCollector)
+                    .expect("search");
+                assert_eq!(got, expected, "`{phrase}`");
+                tried += 1;
+                found += usize::from(!expected.is_empty());
+            }
+        }
+        // Both the matching and the non-matching side were exercised.
+        assert!(found > 500 && tried - found > 500, "{found} of {tried}");
+    }
+
+    #[test]
+    fn phrases_with_compound_tokens_stay_positional() {
+        let (schema, fields) = palisade_core::search::schema::build();
+        let tokenize = |text: &str| palisade_core::search::query_tokens(text);
+        let translator = Translator::new(&schema, &tokenize);
+        for (phrase, pairs) in [
+            ("failed password", true),
+            ("user not in sudoers", true),
+            ("cat /etc/shadow", false),
+            ("from 10.0.2.2", false),
+            ("user=root", false),
+        ] {
+            let query = translator
+                .translate(&SearchQuery::Phrase {
+                    field: names::TEXT.into(),
+                    text: phrase.into(),
+                })
+                .expect("translates");
+            let mut on = Vec::new();
+            query.query_terms(&mut |term, _| on.push(term.field()));
+            let expected = if pairs {
+                fields.text_pairs
+            } else {
+                fields.text
+            };
+            assert!(on.iter().all(|f| *f == expected), "`{phrase}`: {query:?}");
+        }
+    }
 
     #[test]
     fn cidr_blocks_cover_exactly_their_addresses() {

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::ops::Range;
 
-use palisade_core::search::PalisadeTokenizer;
+use palisade_core::search::{PalisadeTokenizer, PAIR_SEPARATOR};
 use tantivy::query::Query;
 use tantivy::schema::Field;
 use tantivy::tokenizer::{TokenStream, Tokenizer};
@@ -17,14 +17,19 @@ use tantivy::tokenizer::{TokenStream, Tokenizer};
 /// Longest snippet, in characters.
 const MAX_CHARS: usize = 200;
 
-/// The full-text terms of `query` on `field`, lowercased as indexed.
-pub fn query_terms(query: &dyn Query, field: Field) -> HashSet<String> {
+/// The full-text terms of `query` on `text`, lowercased as indexed, with the words of
+/// its word-pair terms on `pairs`.
+pub fn query_terms(query: &dyn Query, text: Field, pairs: Field) -> HashSet<String> {
     let mut terms = HashSet::new();
     query.query_terms(&mut |term, _| {
-        if term.field() == field {
-            if let Some(text) = term.value().as_str() {
-                terms.insert(text.to_owned());
-            }
+        let value = term.value();
+        let Some(value) = value.as_str() else {
+            return;
+        };
+        if term.field() == text {
+            terms.insert(value.to_owned());
+        } else if term.field() == pairs {
+            terms.extend(value.split(PAIR_SEPARATOR).map(str::to_owned));
         }
     });
     terms

@@ -42,16 +42,21 @@ pub fn event_document(fields: &Fields, id: Uuid, event: &Event) -> TantivyDocume
         doc.add_text(fields.namespace, namespace);
     }
 
+    // Every full-text value goes to `text` and, as word pairs, to `text_pairs`.
+    let add_text = |doc: &mut TantivyDocument, value: &str| {
+        doc.add_text(fields.text, value);
+        doc.add_text(fields.text_pairs, value);
+    };
     let mut ips = Vec::new();
-    doc.add_text(fields.text, &event.message);
+    add_text(&mut doc, &event.message);
     ips_in(&event.message, &mut ips);
     if let Some(rule) = &event.rule {
-        doc.add_text(fields.text, rule);
+        add_text(&mut doc, rule);
     }
     let mut path = String::new();
     each_scalar(&event.attributes, &mut path, &mut |key, value| {
         ips_in(value, &mut ips);
-        doc.add_text(fields.text, format!("{key}={value}"));
+        add_text(&mut doc, &format!("{key}={value}"));
     });
     for ip in ips {
         doc.add_ip_addr(fields.ip, ip);

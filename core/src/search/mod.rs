@@ -8,11 +8,11 @@
 //! duplicate a document.
 //!
 //! ```
-//! use palisade_core::search::{SearchIndex, WriterOptions};
+//! use palisade_core::search::{SearchIndex, IndexOptions};
 //! use palisade_core::{decode::decode, model::Decoded, store::{Batch, Position}};
 //! use tantivy::query::TermQuery;
 //!
-//! let index = SearchIndex::open_in_ram(WriterOptions::for_tests()).unwrap();
+//! let index = SearchIndex::open_in_ram(IndexOptions::for_tests()).unwrap();
 //! let alert = br#"{"output":"Sensitive file opened (user=root file=/etc/shadow)","priority":"Warning",
 //!   "rule":"Read sensitive file untrusted","time":"2024-05-01T10:00:00Z","output_fields":{}}"#;
 //! let decoded = decode("falco.warning.read_sensitive_file", alert).unwrap();
@@ -54,7 +54,10 @@ use tantivy::{
 use uuid::Uuid;
 
 pub use schema::{names, Fields};
-pub use tokenizer::{query_tokens, PalisadeTokenizer, TOKENIZER_NAME};
+pub use tokenizer::{
+    is_word, query_tokens, word_pair, PalisadeTokenizer, WordPairTokenizer, PAIRS_TOKENIZER_NAME,
+    PAIR_SEPARATOR, TOKENIZER_NAME,
+};
 
 use crate::model::{Decoded, Event};
 use crate::store::{row_id, Batch};
@@ -93,31 +96,35 @@ pub enum SearchError {
     NotSortable(String),
 }
 
-/// How the index writer is sized.
+/// How the index writer is sized, and how many threads one search may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriterOptions {
+pub struct IndexOptions {
     /// Memory the writer buffers documents in before it flushes a segment, in
     /// bytes, shared by its threads (at least 15 MB per thread).
     pub heap_bytes: usize,
     /// Indexing threads (default 1: the projection writes batch after batch).
     pub threads: usize,
+    /// Threads one search spreads its segments over (default: the machine's cores).
+    pub search_threads: usize,
 }
 
-impl Default for WriterOptions {
+impl Default for IndexOptions {
     fn default() -> Self {
-        WriterOptions {
+        IndexOptions {
             heap_bytes: 64 * 1024 * 1024,
             threads: 1,
+            search_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
 
-impl WriterOptions {
+impl IndexOptions {
     /// A small writer for unit tests and examples.
     pub fn for_tests() -> Self {
-        WriterOptions {
+        IndexOptions {
             heap_bytes: 15_000_000,
             threads: 1,
+            search_threads: 1,
         }
     }
 }
@@ -251,7 +258,7 @@ impl std::fmt::Debug for SearchIndex {
 impl SearchIndex {
     /// Opens the index in `dir`, creating the directory and an empty index when
     /// there is none.
-    pub fn open(dir: &Path, options: WriterOptions) -> Result<SearchIndex, SearchError> {
+    pub fn open(dir: &Path, options: IndexOptions) -> Result<SearchIndex, SearchError> {
         let io = |source| SearchError::Io {
             path: dir.to_owned(),
             source,
@@ -275,7 +282,7 @@ impl SearchIndex {
 
     /// Empties `dir` and creates a new index there (for `palisade replay search`).
     /// Fails with [`SearchError::Locked`] while another process writes the index.
-    pub fn recreate(dir: &Path, options: WriterOptions) -> Result<SearchIndex, SearchError> {
+    pub fn recreate(dir: &Path, options: IndexOptions) -> Result<SearchIndex, SearchError> {
         let io = |source| SearchError::Io {
             path: dir.to_owned(),
             source,
@@ -300,19 +307,25 @@ impl SearchIndex {
     }
 
     /// A new index in memory (tests).
-    pub fn open_in_ram(options: WriterOptions) -> Result<SearchIndex, SearchError> {
+    pub fn open_in_ram(options: IndexOptions) -> Result<SearchIndex, SearchError> {
         let (schema, _) = schema::build();
         Self::with_index(Index::create_in_ram(schema), None, options)
     }
 
     fn with_index(
-        index: Index,
+        mut index: Index,
         dir: Option<PathBuf>,
-        options: WriterOptions,
+        options: IndexOptions,
     ) -> Result<SearchIndex, SearchError> {
+        if options.search_threads > 1 {
+            index.set_multithread_executor(options.search_threads)?;
+        }
         index
             .tokenizers()
             .register(TOKENIZER_NAME, PalisadeTokenizer);
+        index
+            .tokenizers()
+            .register(PAIRS_TOKENIZER_NAME, WordPairTokenizer);
         let (schema, fields) = schema::build();
         let committed = Checkpoint::from_payload(index.load_metas()?.payload.as_deref())?;
         let writer = index
@@ -548,10 +561,11 @@ impl SearchIndex {
                 .order_by_score();
             searcher.search(query, &top)?
         };
-        let hits = docs
-            .into_iter()
-            .map(|(score, address)| hit_at(&searcher, address, Some(score)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let hits = hits_at(
+            &searcher,
+            docs.into_iter()
+                .map(|(score, address)| (address, Some(score))),
+        )?;
         page(&searcher, query, count_cap, hits)
     }
 
@@ -595,10 +609,7 @@ impl SearchIndex {
             }
             _ => return Err(SearchError::NotSortable(field.to_owned())),
         };
-        let hits = addresses
-            .into_iter()
-            .map(|address| hit_at(&searcher, address, None))
-            .collect::<Result<Vec<_>, _>>()?;
+        let hits = hits_at(&searcher, addresses.into_iter().map(|a| (a, None)))?;
         page(&searcher, query, count_cap, hits)
     }
 
@@ -722,12 +733,28 @@ impl KeyColumns {
     }
 }
 
-fn hit_at(
+/// The keys of the documents at `addresses`, in order, opening each segment's key
+/// columns once.
+fn hits_at(
     searcher: &Searcher,
-    address: DocAddress,
-    score: Option<Score>,
-) -> tantivy::Result<Option<SearchHit>> {
-    KeyColumns::open(searcher.segment_reader(address.segment_ord))?.key(address.doc_id, score)
+    addresses: impl Iterator<Item = (DocAddress, Option<Score>)>,
+) -> tantivy::Result<Vec<Option<SearchHit>>> {
+    let mut columns: Vec<Option<KeyColumns>> = Vec::new();
+    addresses
+        .map(|(address, score)| {
+            let segment = address.segment_ord as usize;
+            if columns.len() <= segment {
+                columns.resize_with(segment + 1, || None);
+            }
+            let keys = match &mut columns[segment] {
+                Some(keys) => keys,
+                empty => empty.insert(KeyColumns::open(
+                    searcher.segment_reader(address.segment_ord),
+                )?),
+            };
+            keys.key(address.doc_id, score)
+        })
+        .collect()
 }
 
 /// A page of `hits` with the matches of `query` counted up to `count_cap`.

@@ -8,6 +8,7 @@
 //! | `host` `source` `type` `severity` `rule` `namespace` | str, raw, indexed, FAST | exact keywords |
 //! | `severity_level` | u64, indexed, FAST | 0 (info) ..= 4 (critical) |
 //! | `text` | text, `palisade` tokenizer, positions | message, rule, every attribute as `key=value` |
+//! | `text_pairs` | text, `palisade_pairs` tokenizer, positions | the same values as adjacent word pairs (phrases) |
 //! | `ip` | ip, multi-valued, indexed, FAST | every IP address in the message and attributes |
 //! | `attributes` | json, raw, expand dots | the attributes object (`proc.name`, `k8s.ns.name`, …) |
 
@@ -16,7 +17,7 @@ use tantivy::schema::{
     NumericOptions, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED, STRING,
 };
 
-use super::tokenizer::TOKENIZER_NAME;
+use super::tokenizer::{PAIRS_TOKENIZER_NAME, TOKENIZER_NAME};
 
 /// Field names, as SRQL and the executor use them.
 pub mod names {
@@ -40,6 +41,8 @@ pub mod names {
     pub const NAMESPACE: &str = "namespace";
     /// Full text.
     pub const TEXT: &str = "text";
+    /// Adjacent word pairs of the full text, which answer phrases of plain words.
+    pub const TEXT_PAIRS: &str = "text_pairs";
     /// IP addresses.
     pub const IP: &str = "ip";
     /// Attributes object.
@@ -69,6 +72,8 @@ pub struct Fields {
     pub namespace: Field,
     /// `text`.
     pub text: Field,
+    /// `text_pairs`.
+    pub text_pairs: Field,
     /// `ip`.
     pub ip: Field,
     /// `attributes`.
@@ -102,6 +107,14 @@ pub fn build() -> (Schema, Fields) {
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         ),
     );
+    let text_pairs = b.add_text_field(
+        names::TEXT_PAIRS,
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(PAIRS_TOKENIZER_NAME)
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        ),
+    );
     let ip = b.add_ip_addr_field(names::IP, IpAddrOptions::default().set_indexed().set_fast());
     let attributes = b.add_json_field(
         names::ATTRIBUTES,
@@ -124,6 +137,7 @@ pub fn build() -> (Schema, Fields) {
         rule,
         namespace,
         text,
+        text_pairs,
         ip,
         attributes,
     };
@@ -143,6 +157,7 @@ mod tests {
         assert_eq!(by_name(names::TYPE), Some(fields.kind));
         assert_eq!(by_name(names::SEVERITY_LEVEL), Some(fields.severity_level));
         assert_eq!(by_name(names::TEXT), Some(fields.text));
+        assert_eq!(by_name(names::TEXT_PAIRS), Some(fields.text_pairs));
         assert_eq!(by_name(names::IP), Some(fields.ip));
         assert_eq!(by_name(names::ATTRIBUTES), Some(fields.attributes));
         for n in [

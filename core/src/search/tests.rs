@@ -73,7 +73,7 @@ fn sample() -> Batch {
 }
 
 fn indexed() -> SearchIndex {
-    let index = SearchIndex::open_in_ram(WriterOptions::for_tests()).unwrap();
+    let index = SearchIndex::open_in_ram(IndexOptions::for_tests()).unwrap();
     index.add_batch(&sample()).unwrap();
     index.commit().unwrap();
     index
@@ -312,7 +312,7 @@ fn retention_deletes_older_documents() {
 fn payload_survives_reopen_and_recreate_empties() {
     let dir = std::env::temp_dir().join(format!("palisade-search-test-{}", Uuid::new_v4()));
     {
-        let index = SearchIndex::open(&dir, WriterOptions::for_tests()).unwrap();
+        let index = SearchIndex::open(&dir, IndexOptions::for_tests()).unwrap();
         assert_eq!(index.checkpoint(), Checkpoint::default());
         index.add_batch(&sample()).unwrap();
         index.commit().unwrap();
@@ -321,20 +321,20 @@ fn payload_survives_reopen_and_recreate_empties() {
             .add_batch(&batch(vec![(3, vec![event(9, "lost", json!({}))])]))
             .unwrap();
         assert!(matches!(
-            SearchIndex::open(&dir, WriterOptions::for_tests()),
+            SearchIndex::open(&dir, IndexOptions::for_tests()),
             Err(SearchError::Locked { .. })
         ));
         assert!(matches!(
-            SearchIndex::recreate(&dir, WriterOptions::for_tests()),
+            SearchIndex::recreate(&dir, IndexOptions::for_tests()),
             Err(SearchError::Locked { .. })
         ));
     }
-    let index = SearchIndex::open(&dir, WriterOptions::for_tests()).unwrap();
+    let index = SearchIndex::open(&dir, IndexOptions::for_tests()).unwrap();
     assert_eq!(index.checkpoint().get(STREAM), Some(2));
     assert_eq!(index.doc_count(), 3);
     assert!(index.size_on_disk().unwrap() > 0);
     drop(index);
-    let index = SearchIndex::recreate(&dir, WriterOptions::for_tests()).unwrap();
+    let index = SearchIndex::recreate(&dir, IndexOptions::for_tests()).unwrap();
     assert_eq!(index.doc_count(), 0);
     assert_eq!(index.checkpoint(), Checkpoint::default());
     drop(index);

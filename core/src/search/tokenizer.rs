@@ -26,6 +26,12 @@ use tantivy::tokenizer::{Token, TokenStream, Tokenizer};
 /// Name under which the index registers [`PalisadeTokenizer`].
 pub const TOKENIZER_NAME: &str = "palisade";
 
+/// Name under which the index registers [`WordPairTokenizer`].
+pub const PAIRS_TOKENIZER_NAME: &str = "palisade_pairs";
+
+/// Between the two words of a word-pair term; no token holds whitespace.
+pub const PAIR_SEPARATOR: char = ' ';
+
 /// Longest token kept, in bytes; longer ones (base64 blobs) keep only their parts.
 pub const MAX_TOKEN_BYTES: usize = 255;
 
@@ -110,6 +116,21 @@ pub fn query_tokens(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether a token is a plain word (letters and digits only). On the index side such a
+/// token is a whole token or an atom of one, and never has parts of its own.
+pub fn is_word(token: &str) -> bool {
+    !token.is_empty() && token.chars().all(char::is_alphanumeric)
+}
+
+/// The word-pair term of two adjacent query words (`failed`, `password` → `failed password`).
+pub fn word_pair(first: &str, second: &str) -> String {
+    let mut pair = String::with_capacity(first.len() + 1 + second.len());
+    pair.push_str(first);
+    pair.push(PAIR_SEPARATOR);
+    pair.push_str(second);
+    pair
+}
+
 /// The index-side tokenizer registered as `palisade` (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct PalisadeTokenizer;
@@ -170,6 +191,68 @@ fn index_tokens(text: &str) -> Vec<Token> {
     tokens
 }
 
+/// The index-side tokenizer registered as `palisade_pairs`: for every two adjacent
+/// positions of the `palisade` tokens, each plain word ([`is_word`]) at the first with
+/// each plain word at the second, as one term at the first position.
+///
+/// A phrase of plain words then needs no position checks: `"failed password"` is the
+/// single term `failed password`, and `"user not in sudoers"` a phrase of three pair
+/// terms. Every word the `palisade` tokenizer puts at a position takes part, parts of
+/// compound tokens included (`user=root password` gives `root password`), so a phrase
+/// of plain words matches exactly the documents its positional phrase matches.
+#[derive(Debug, Clone, Default)]
+pub struct WordPairTokenizer;
+
+impl Tokenizer for WordPairTokenizer {
+    type TokenStream<'a> = PalisadeTokenStream;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> PalisadeTokenStream {
+        PalisadeTokenStream {
+            tokens: pair_tokens(text),
+            next: 0,
+            none: Token::default(),
+        }
+    }
+}
+
+/// The word pairs of `text` (see [`WordPairTokenizer`]), in position order.
+fn pair_tokens(text: &str) -> Vec<Token> {
+    let tokens = index_tokens(text);
+    // The distinct plain words at each position that has any.
+    let mut words: Vec<(usize, Vec<&Token>)> = Vec::new();
+    for token in tokens.iter().filter(|t| is_word(&t.text)) {
+        match words.last_mut() {
+            Some((position, at)) if *position == token.position => {
+                if !at.iter().any(|t| t.text == token.text) {
+                    at.push(token);
+                }
+            }
+            _ => words.push((token.position, vec![token])),
+        }
+    }
+    let mut pairs = Vec::new();
+    for adjacent in words.windows(2) {
+        let [(position, firsts), (next, seconds)] = adjacent else {
+            continue;
+        };
+        if *next != position + 1 {
+            continue;
+        }
+        for first in firsts {
+            for second in seconds {
+                pairs.push(Token {
+                    offset_from: first.offset_from,
+                    offset_to: second.offset_to,
+                    position: *position,
+                    text: word_pair(&first.text, &second.text),
+                    position_length: 1,
+                });
+            }
+        }
+    }
+    pairs
+}
+
 impl TokenStream for PalisadeTokenStream {
     fn advance(&mut self) -> bool {
         if self.next < self.tokens.len() {
@@ -222,6 +305,62 @@ mod tests {
             .filter(|(p, _)| *p == position)
             .map(|(_, t)| t.as_str())
             .collect()
+    }
+
+    /// (position, pair) of every word pair.
+    fn pairs(text: &str) -> Vec<(usize, String)> {
+        let mut tokenizer = WordPairTokenizer;
+        let mut stream = tokenizer.token_stream(text);
+        let mut out = Vec::new();
+        while stream.advance() {
+            out.push((stream.token().position, stream.token().text.clone()));
+        }
+        out
+    }
+
+    #[test]
+    fn word_pairs_join_adjacent_words() {
+        assert_eq!(
+            pairs("Failed password for root"),
+            [
+                (0, "failed password".to_owned()),
+                (1, "password for".to_owned()),
+                (2, "for root".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn word_pairs_take_every_plain_word_of_compound_tokens() {
+        let got = pairs("read /etc/shadow by user=root");
+        let expected = [
+            (0, "read etc"),
+            (0, "read shadow"),
+            (1, "etc by"),
+            (1, "shadow by"),
+            (2, "by user"),
+            (2, "by root"),
+        ];
+        assert_eq!(
+            got,
+            expected.map(|(p, t)| (p, t.to_owned())),
+            "`/etc`, `/etc/shadow` and `user=root` are not plain words"
+        );
+        // An address gives its numbers once each.
+        let got = pairs("from 10.0.2.2");
+        assert_eq!(
+            got.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>(),
+            ["from 10", "from 0", "from 2"]
+        );
+    }
+
+    #[test]
+    fn word_pairs_skip_positions_without_a_plain_word() {
+        // `a+b` is one token with no parts: no word at its position, so no pair spans it.
+        assert!(pairs("x a+b y").is_empty());
+        assert!(pairs("single").is_empty());
+        assert!(pairs("").is_empty());
+        assert!(is_word("sudoers") && is_word("zürich") && !is_word("user=root") && !is_word(""));
     }
 
     #[test]
