@@ -211,13 +211,21 @@ pub async fn replay_search(
     Ok(palisade_consumers::search::replay_search(&pipeline, &index, interval, progress).await?)
 }
 
-/// Opens (or creates) this node's search index, off the async executor.
+/// Opens (or creates) this node's search index, off the async executor; one of
+/// another schema is emptied and rebuilt from the streams by the search projection.
 pub async fn open_search_index(
     settings: &crate::config::SearchSettings,
 ) -> anyhow::Result<Arc<SearchIndex>> {
     let dir = settings.index_dir();
     let options = settings.index_options();
-    let index = tokio::task::spawn_blocking(move || SearchIndex::open(&dir, options)).await??;
+    let opened = dir.clone();
+    let (index, rebuilt) =
+        tokio::task::spawn_blocking(move || SearchIndex::open_or_rebuild(&opened, options))
+            .await??;
+    if rebuilt {
+        tracing::warn!(dir = %dir.display(),
+            "the search index was written with another schema; emptied it, the search projection rebuilds it from the streams");
+    }
     Ok(Arc::new(index))
 }
 

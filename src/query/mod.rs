@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use palisade_core::search::SearchIndex;
+use palisade_core::search::{SearchIndex, SearchPage};
 use palisade_srql::{CompileOptions, Compiled, ExecPath, Output, Param, SearchSort, SrqlError};
 use serde::Serialize;
 use serde_json::Value;
@@ -340,22 +340,34 @@ impl QueryEngine {
         let cap = self.limits.max_stats_hits;
         // Count like the SQL path: exactly up to the cap, then "at least".
         let count_cap = usize::try_from(compiled.count_cap).unwrap_or(usize::MAX);
+        // The count (up to the cap) runs beside the page's search and its fetch from
+        // PostgreSQL; only stats take their count with the keys.
+        let count = (!stats).then(|| {
+            let index = Arc::clone(&self.index);
+            let query = query.box_clone();
+            tokio::task::spawn_blocking(move || index.count_up_to(query.as_ref(), count_cap))
+        });
         let query_for_search = query.box_clone();
         let page = tokio::task::spawn_blocking(move || {
             let query = query_for_search.as_ref();
             match (stats, &sort) {
                 (true, _) => index.collect_keys(query, cap),
-                (false, SearchSort::Score) => index.search(query, limit + 1, offset, count_cap),
+                (false, SearchSort::Score) => Ok(SearchPage {
+                    hits: index.top(query, limit + 1, offset)?,
+                    ..SearchPage::default()
+                }),
                 (false, SearchSort::Field { field, desc }) => {
                     let order = if *desc { Order::Desc } else { Order::Asc };
-                    index.search_sorted(query, (field, order), limit + 1, offset, count_cap)
+                    Ok(SearchPage {
+                        hits: index.top_sorted(query, (field, order), limit + 1, offset)?,
+                        ..SearchPage::default()
+                    })
                 }
             }
         })
         .await
         .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
         .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
-        let (total, total_exact) = (page.total, page.total_exact);
         let hits: Vec<Hit> = page
             .hits
             .into_iter()
@@ -384,6 +396,13 @@ impl QueryEngine {
         )
         .await?;
         tx.commit().await.map_err(db_error)?;
+        let (total, total_exact) = match count {
+            Some(count) => count
+                .await
+                .map_err(|e| QueryError::Internal(format!("count task: {e}")))?
+                .map_err(|e| QueryError::Internal(format!("count: {e}")))?,
+            None => (page.total, page.total_exact),
+        };
 
         if stats {
             more = rows.len() > limit;

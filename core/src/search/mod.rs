@@ -77,7 +77,7 @@ pub enum SearchError {
         source: std::io::Error,
     },
     /// The directory holds an index with another schema (an older Palisade).
-    #[error("the search index in {} has another schema; rebuild it with `palisade replay search`", path.display())]
+    #[error("the search index in {} has another schema; rebuild it with `palisade replay search` (the server does so itself at start)", path.display())]
     SchemaMismatch {
         /// The directory.
         path: PathBuf,
@@ -278,6 +278,19 @@ impl SearchIndex {
             Index::create(directory, schema, tantivy::IndexSettings::default())?
         };
         Self::with_index(index, Some(dir.to_owned()), options)
+    }
+
+    /// Opens the index in `dir` like [`SearchIndex::open`]; when it was written with
+    /// another schema (an older Palisade), empties it instead, so the search projection,
+    /// finding no checkpoint, rebuilds it from the streams. The flag says it was emptied.
+    pub fn open_or_rebuild(
+        dir: &Path,
+        options: IndexOptions,
+    ) -> Result<(SearchIndex, bool), SearchError> {
+        match Self::open(dir, options) {
+            Err(SearchError::SchemaMismatch { .. }) => Ok((Self::recreate(dir, options)?, true)),
+            other => other.map(|index| (index, false)),
+        }
     }
 
     /// Empties `dir` and creates a new index there (for `palisade replay search`).
@@ -552,21 +565,31 @@ impl SearchIndex {
         offset: usize,
         count_cap: usize,
     ) -> Result<SearchPage, SearchError> {
+        let hits = self.top(query, limit, offset)?;
+        page(&self.searcher(), query, count_cap, hits)
+    }
+
+    /// The hits `[offset, offset + limit)`, best BM25 score first, without a count
+    /// (see [`SearchIndex::count_up_to`]).
+    pub fn top(
+        &self,
+        query: &dyn Query,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let searcher = self.searcher();
-        let docs = if limit == 0 {
-            Vec::new()
-        } else {
-            let top = TopDocs::with_limit(limit)
-                .and_offset(offset)
-                .order_by_score();
-            searcher.search(query, &top)?
-        };
-        let hits = hits_at(
+        let top = TopDocs::with_limit(limit)
+            .and_offset(offset)
+            .order_by_score();
+        let docs = searcher.search(query, &top)?;
+        Ok(hits_at(
             &searcher,
             docs.into_iter()
                 .map(|(score, address)| (address, Some(score))),
-        )?;
-        page(&searcher, query, count_cap, hits)
+        )?)
     }
 
     /// The page `[offset, offset + limit)` of hits ordered by the fast field
@@ -580,6 +603,19 @@ impl SearchIndex {
         offset: usize,
         count_cap: usize,
     ) -> Result<SearchPage, SearchError> {
+        let hits = self.top_sorted(query, sort, limit, offset)?;
+        page(&self.searcher(), query, count_cap, hits)
+    }
+
+    /// The hits `[offset, offset + limit)` ordered by the fast field `field`, without
+    /// a count (see [`SearchIndex::count_up_to`]).
+    pub fn top_sorted(
+        &self,
+        query: &dyn Query,
+        sort: (&str, Order),
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<SearchHit>, SearchError> {
         let (field, order) = sort;
         let searcher = self.searcher();
         let entry = self
@@ -609,8 +645,10 @@ impl SearchIndex {
             }
             _ => return Err(SearchError::NotSortable(field.to_owned())),
         };
-        let hits = hits_at(&searcher, addresses.into_iter().map(|a| (a, None)))?;
-        page(&searcher, query, count_cap, hits)
+        Ok(hits_at(
+            &searcher,
+            addresses.into_iter().map(|a| (a, None)),
+        )?)
     }
 
     /// The keys of the matching documents, at most `cap` of them, in no
@@ -733,12 +771,12 @@ impl KeyColumns {
     }
 }
 
-/// The keys of the documents at `addresses`, in order, opening each segment's key
-/// columns once.
+/// The keys of the documents at `addresses`, in order (documents without a key are
+/// left out), opening each segment's key columns once.
 fn hits_at(
     searcher: &Searcher,
     addresses: impl Iterator<Item = (DocAddress, Option<Score>)>,
-) -> tantivy::Result<Vec<Option<SearchHit>>> {
+) -> tantivy::Result<Vec<SearchHit>> {
     let mut columns: Vec<Option<KeyColumns>> = Vec::new();
     addresses
         .map(|(address, score)| {
@@ -754,6 +792,7 @@ fn hits_at(
             };
             keys.key(address.doc_id, score)
         })
+        .filter_map(Result::transpose)
         .collect()
 }
 
@@ -762,13 +801,13 @@ fn page(
     searcher: &Searcher,
     query: &dyn Query,
     count_cap: usize,
-    hits: Vec<Option<SearchHit>>,
+    hits: Vec<SearchHit>,
 ) -> Result<SearchPage, SearchError> {
     let (total, total_exact) = count_up_to(searcher, query, count_cap)?;
     Ok(SearchPage {
         total,
         total_exact,
-        hits: hits.into_iter().flatten().collect(),
+        hits,
     })
 }
 

@@ -342,6 +342,36 @@ fn payload_survives_reopen_and_recreate_empties() {
 }
 
 #[test]
+fn an_index_of_another_schema_is_refused_or_emptied_for_a_rebuild() {
+    let dir = std::env::temp_dir().join(format!("palisade-search-test-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        // An index as an older Palisade left it: another set of fields.
+        let mut builder = tantivy::schema::Schema::builder();
+        builder.add_text_field("text", tantivy::schema::TEXT);
+        let old = Index::create_in_dir(&dir, builder.build()).unwrap();
+        let mut writer: IndexWriter = old.writer_with_num_threads(1, 15_000_000).unwrap();
+        writer.commit().unwrap();
+    }
+    assert!(matches!(
+        SearchIndex::open(&dir, IndexOptions::for_tests()),
+        Err(SearchError::SchemaMismatch { .. })
+    ));
+    let (index, rebuilt) = SearchIndex::open_or_rebuild(&dir, IndexOptions::for_tests()).unwrap();
+    assert!(rebuilt);
+    assert_eq!(index.checkpoint(), Checkpoint::default());
+    index.add_batch(&sample()).unwrap();
+    index.commit().unwrap();
+    drop(index);
+    // Now current: opened as it is.
+    let (index, rebuilt) = SearchIndex::open_or_rebuild(&dir, IndexOptions::for_tests()).unwrap();
+    assert!(!rebuilt);
+    assert_eq!(index.doc_count(), 3);
+    drop(index);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn payloads_are_versioned() {
     assert_eq!(
         Checkpoint::from_payload(None).unwrap(),
