@@ -96,9 +96,21 @@ struct Grammar<'s> {
 }
 
 impl<'s> Grammar<'s> {
+    /// The 1-based column (in characters) where `rest` starts. `rest` is a slice of the
+    /// source, though not always a suffix (a quoted stats spec is parsed in place), so
+    /// its start is its distance from the source's start; anything else is the end.
     fn column(&self, rest: &str) -> usize {
-        let consumed = self.source.len() - rest.len();
-        self.source[..consumed].chars().count() + 1
+        let start = (rest.as_ptr() as usize)
+            .checked_sub(self.source.as_ptr() as usize)
+            .filter(|start| *start <= self.source.len())
+            .unwrap_or(self.source.len());
+        let before = self
+            .source
+            .get(..start)
+            .unwrap_or(self.source)
+            .chars()
+            .count();
+        before + 1
     }
 
     /// query = filter? ( "|" stage )* EOF

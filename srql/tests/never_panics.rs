@@ -394,6 +394,9 @@ fn known_edge_cases() {
         "stats:\"count() by bucket(ts, 4294967295h)\"",
         "stats:\"a\\\"b\"",
         "stats:\"é\\\"\"",
+        // Found by cargo fuzz: an error inside a quoted stats spec, multibyte text after it.
+        "| stats:\"count() x\" ééé",
+        "in\0ms tie:lastn\0\0| stats:\"count() id:3f:even6cn:eventsރin:evenntsventsaw \"hos| limit:2ރߌt0\nAtߌtAtin",
         &"(".repeat(100),
         &"NOT ".repeat(100),
         &"-".repeat(5000),
