@@ -194,7 +194,7 @@ impl SearchSettings {
         })
     }
 
-    /// The index writer's size.
+    /// The index writer's size and how many threads one search uses.
     pub fn index_options(&self) -> palisade_core::search::IndexOptions {
         palisade_core::search::IndexOptions {
             heap_bytes: self.search_writer_heap_mb.max(15) * 1024 * 1024,

@@ -145,15 +145,21 @@ pub struct PalisadeTokenStream {
     none: Token,
 }
 
+impl PalisadeTokenStream {
+    fn new(tokens: Vec<Token>) -> Self {
+        PalisadeTokenStream {
+            tokens,
+            next: 0,
+            none: Token::default(),
+        }
+    }
+}
+
 impl Tokenizer for PalisadeTokenizer {
     type TokenStream<'a> = PalisadeTokenStream;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> PalisadeTokenStream {
-        PalisadeTokenStream {
-            tokens: index_tokens(text),
-            next: 0,
-            none: Token::default(),
-        }
+        PalisadeTokenStream::new(index_tokens(text))
     }
 }
 
@@ -207,11 +213,7 @@ impl Tokenizer for WordPairTokenizer {
     type TokenStream<'a> = PalisadeTokenStream;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> PalisadeTokenStream {
-        PalisadeTokenStream {
-            tokens: pair_tokens(text),
-            next: 0,
-            none: Token::default(),
-        }
+        PalisadeTokenStream::new(pair_tokens(text))
     }
 }
 
