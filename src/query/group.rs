@@ -28,11 +28,25 @@ pub struct SegmentGroupCount {
 
 /// Counts keyed by term ordinals.
 enum SegmentCounts {
-    /// One field (the usual `by host`): a count per ordinal, and the documents without a
-    /// value; no hashing per document.
-    One { by_ord: Vec<u64>, missing: u64 },
+    /// One field (the usual `by host`): no hashing per document.
+    One(OrdCounts),
     /// Several fields: a count per combination.
     Many(HashMap<Vec<Option<u64>>, u64>),
+}
+
+/// A count per term ordinal of one field, and the documents without a value.
+struct OrdCounts {
+    by_ord: Vec<u64>,
+    missing: u64,
+}
+
+impl OrdCounts {
+    fn add(&mut self, ord: Option<u64>) {
+        match ord.and_then(|o| self.by_ord.get_mut(o as usize)) {
+            Some(n) => *n += 1,
+            None => self.missing += 1,
+        }
+    }
 }
 
 impl Collector for GroupCount {
@@ -51,10 +65,10 @@ impl Collector for GroupCount {
             .map(|f| fast.str(f))
             .collect::<tantivy::Result<Vec<_>>>()?;
         let counts = match columns.as_slice() {
-            [column] => SegmentCounts::One {
+            [column] => SegmentCounts::One(OrdCounts {
                 by_ord: vec![0; column.as_ref().map_or(0, |c| c.num_terms())],
                 missing: 0,
-            },
+            }),
             _ => SegmentCounts::Many(HashMap::new()),
         };
         Ok(SegmentGroupCount {
@@ -94,12 +108,8 @@ impl SegmentCollector for SegmentGroupCount {
 
     fn collect(&mut self, doc: DocId, _score: Score) {
         match &mut self.counts {
-            SegmentCounts::One { by_ord, missing } => {
-                let ord = self.columns[0].as_ref().and_then(|c| c.ords().first(doc));
-                match ord.and_then(|o| by_ord.get_mut(o as usize)) {
-                    Some(n) => *n += 1,
-                    None => *missing += 1,
-                }
+            SegmentCounts::One(counts) => {
+                counts.add(self.columns[0].as_ref().and_then(|c| c.ords().first(doc)));
             }
             SegmentCounts::Many(counts) => {
                 let key: Vec<Option<u64>> = self
@@ -118,8 +128,7 @@ impl SegmentCollector for SegmentGroupCount {
             counts,
             ords,
         } = self;
-        let (SegmentCounts::One { by_ord, missing }, [Some(column)]) = (counts, columns.as_slice())
-        else {
+        let (SegmentCounts::One(counts), [Some(column)]) = (counts, columns.as_slice()) else {
             for doc in docs {
                 self.collect(*doc, 0.0);
             }
@@ -129,22 +138,19 @@ impl SegmentCollector for SegmentGroupCount {
         ords.resize(docs.len(), None);
         column.ords().first_vals(docs, ords);
         for ord in ords.iter() {
-            match ord.and_then(|o| by_ord.get_mut(o as usize)) {
-                Some(n) => *n += 1,
-                None => *missing += 1,
-            }
+            counts.add(*ord);
         }
     }
 
     fn harvest(self) -> Groups {
         match &self.counts {
-            SegmentCounts::One { by_ord, missing } => {
+            SegmentCounts::One(counts) => {
                 let mut out = Groups::new();
-                for (ord, n) in by_ord.iter().enumerate().filter(|(_, n)| **n > 0) {
+                for (ord, n) in counts.by_ord.iter().enumerate().filter(|(_, n)| **n > 0) {
                     *out.entry(vec![self.term(0, Some(ord as u64))]).or_default() += n;
                 }
-                if *missing > 0 {
-                    *out.entry(vec![None]).or_default() += missing;
+                if counts.missing > 0 {
+                    *out.entry(vec![None]).or_default() += counts.missing;
                 }
                 out
             }
