@@ -565,8 +565,10 @@ impl SearchIndex {
         offset: usize,
         count_cap: usize,
     ) -> Result<SearchPage, SearchError> {
-        let hits = self.top(query, limit, offset)?;
-        page(&self.searcher(), query, count_cap, hits)
+        // One searcher for the page and its count, so both see the same commit.
+        let searcher = self.searcher();
+        let hits = Self::top_in(&searcher, query, limit, offset)?;
+        page(&searcher, query, count_cap, hits)
     }
 
     /// The hits `[offset, offset + limit)`, best BM25 score first, without a count
@@ -577,16 +579,24 @@ impl SearchIndex {
         limit: usize,
         offset: usize,
     ) -> Result<Vec<SearchHit>, SearchError> {
+        Self::top_in(&self.searcher(), query, limit, offset)
+    }
+
+    fn top_in(
+        searcher: &Searcher,
+        query: &dyn Query,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<SearchHit>, SearchError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let searcher = self.searcher();
         let top = TopDocs::with_limit(limit)
             .and_offset(offset)
             .order_by_score();
         let docs = searcher.search(query, &top)?;
         Ok(hits_at(
-            &searcher,
+            searcher,
             docs.into_iter()
                 .map(|(score, address)| (address, Some(score))),
         )?)
@@ -603,8 +613,9 @@ impl SearchIndex {
         offset: usize,
         count_cap: usize,
     ) -> Result<SearchPage, SearchError> {
-        let hits = self.top_sorted(query, sort, limit, offset)?;
-        page(&self.searcher(), query, count_cap, hits)
+        let searcher = self.searcher();
+        let hits = self.top_sorted_in(&searcher, query, sort, limit, offset)?;
+        page(&searcher, query, count_cap, hits)
     }
 
     /// The hits `[offset, offset + limit)` ordered by the fast field `field`, without
@@ -616,8 +627,18 @@ impl SearchIndex {
         limit: usize,
         offset: usize,
     ) -> Result<Vec<SearchHit>, SearchError> {
+        self.top_sorted_in(&self.searcher(), query, sort, limit, offset)
+    }
+
+    fn top_sorted_in(
+        &self,
+        searcher: &Searcher,
+        query: &dyn Query,
+        sort: (&str, Order),
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<SearchHit>, SearchError> {
         let (field, order) = sort;
-        let searcher = self.searcher();
         let entry = self
             .schema
             .get_field(field)
@@ -645,10 +666,7 @@ impl SearchIndex {
             }
             _ => return Err(SearchError::NotSortable(field.to_owned())),
         };
-        Ok(hits_at(
-            &searcher,
-            addresses.into_iter().map(|a| (a, None)),
-        )?)
+        Ok(hits_at(searcher, addresses.into_iter().map(|a| (a, None)))?)
     }
 
     /// The keys of the matching documents, at most `cap` of them, in no
