@@ -47,7 +47,7 @@ use serde_json::{json, Value};
 
 mod support;
 
-use support::{fixture, Rng};
+use support::{falco_alerts, fixture, Rng};
 
 const USERS: [&str; 12] = [
     "root", "admin", "ubuntu", "deploy", "postgres", "www-data", "git", "test", "oracle",
@@ -195,10 +195,7 @@ struct Corpus {
 
 impl Corpus {
     fn new() -> Self {
-        let falco = fixture("falco/alerts.jsonl")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("fixture line"))
-            .collect();
+        let falco = falco_alerts();
         let auth = fixture("logs/beats_system_auth_test.log")
             .lines()
             .map(str::to_owned)

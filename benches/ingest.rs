@@ -21,7 +21,7 @@ use serde_json::json;
 
 mod support;
 
-use support::{fixture as read_fixture, fresh_database, Rng};
+use support::{auth_messages, falco_alerts, fresh_database, Rng};
 
 const HOSTS: usize = 200;
 const USERS: [&str; 8] = [
@@ -38,14 +38,8 @@ struct Corpus {
 
 fn generate(total: usize, base: DateTime<Utc>) -> Corpus {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let templates: Vec<serde_json::Value> = read_fixture("falco/alerts.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("fixture line"))
-        .collect();
-    let auth: Vec<String> = read_fixture("logs/beats_system_auth_test.log")
-        .lines()
-        .filter_map(|l| l.splitn(5, ' ').nth(4).map(str::to_owned))
-        .collect();
+    let templates = falco_alerts();
+    let auth = auth_messages();
     let falco = total * 60 / 100;
     let log_lines = total * 35 / 100;
     let metric_samples = total - falco - log_lines;

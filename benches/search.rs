@@ -34,7 +34,7 @@ use serde_json::json;
 
 mod support;
 
-use support::{fixture, fresh_database, percentile, with_database, Rng};
+use support::{auth_messages, falco_alerts, fresh_database, percentile, with_database, Rng};
 
 const HOSTS: u64 = 500;
 const USERS: [&str; 12] = [
@@ -128,14 +128,8 @@ struct Generator {
 
 impl Generator {
     fn new(total: usize) -> Self {
-        let falco = fixture("falco/alerts.jsonl")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("fixture line"))
-            .collect();
-        let auth = fixture("logs/beats_system_auth_test.log")
-            .lines()
-            .filter_map(|l| l.splitn(5, ' ').nth(4).map(str::to_owned))
-            .collect();
+        let falco = falco_alerts();
+        let auth = auth_messages();
         let mut planted = Vec::new();
         let iocs = RARE_IPS
             .iter()

@@ -41,6 +41,23 @@ pub fn fixture(path: &str) -> String {
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
 }
 
+/// The real Falco alerts of the fixtures, one JSON object each (templates).
+pub fn falco_alerts() -> Vec<serde_json::Value> {
+    fixture("falco/alerts.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("fixture line"))
+        .collect()
+}
+
+/// The auth-log fixture's messages: each line after its syslog date and host
+/// (`sshd[3402]: Failed password …`).
+pub fn auth_messages() -> Vec<String> {
+    fixture("logs/beats_system_auth_test.log")
+        .lines()
+        .filter_map(|l| l.splitn(5, ' ').nth(4).map(str::to_owned))
+        .collect()
+}
+
 /// `url` pointing at `database` instead.
 pub fn with_database(url: &str, database: &str) -> String {
     let (base, query) = url

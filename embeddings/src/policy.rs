@@ -1,8 +1,9 @@
 //! Which events get a vector: the selective-vectorisation policy.
 //!
 //! Embedding costs about 11 ms of CPU per event (int8, measured on a 2-core box; see
-//! BENCHMARKS.md), so only events worth hunting by meaning are embedded: security alerts, logs at warning and above, and failed
-//! authentication even when it is logged as routine. Routine telemetry is not.
+//! BENCHMARKS.md), so only events worth hunting by meaning are embedded: security
+//! alerts, logs at warning and above, and failed authentication even when it is
+//! logged as routine. Routine telemetry is not.
 //! [`decide`] applies the rules in this order; the first that matches decides:
 //!
 //! | kind | rule | default |
