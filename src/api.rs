@@ -319,6 +319,7 @@ fn render(status: &Status) -> String {
         ("connections", i.connections),
         ("scans", i.scans),
         ("events embedded", i.event_vectors),
+        ("distinct texts embedded", i.embedding_texts),
         ("dead letters", i.dead_letters),
     ] {
         let _ = write!(h, "<tr><th>{label}</th><td>{n}</td></tr>");

@@ -90,6 +90,8 @@ pub struct Ingested {
     pub scans: i64,
     /// Events embedded for semantic hunting.
     pub event_vectors: i64,
+    /// Distinct embedding texts, one vector each.
+    pub embedding_texts: i64,
     /// Open vulnerability findings by severity.
     pub open_vulnerabilities: BTreeMap<String, i64>,
     /// Dead-lettered messages.
@@ -215,6 +217,7 @@ async fn ingested(pool: &PgPool) -> Result<Ingested, sqlx::Error> {
         connections: count("SELECT count(*) FROM connections").await?,
         scans: count("SELECT count(*) FROM scans").await?,
         event_vectors: count("SELECT count(*) FROM event_vectors").await?,
+        embedding_texts: count("SELECT count(*) FROM embedding_texts").await?,
         open_vulnerabilities: grouped(
             "SELECT severity, count(*) FROM host_vulnerabilities WHERE resolved_at IS NULL GROUP BY severity",
         )

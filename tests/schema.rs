@@ -182,3 +182,91 @@ async fn partitions_rollup_and_retention() {
     assert!(report.rollup_rows_deleted >= 2);
     env.cleanup().await;
 }
+
+/// A database migrated before vectors were kept per distinct text (0006) keeps its
+/// vectors: each distinct vector becomes a text row, and every event points at it.
+/// Retention then removes old events' vectors and the texts no event has any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_event_vectors_carry_over_to_texts() {
+    let env = TestEnv::new("vectors_0006").await;
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/migrations");
+    let before = std::env::temp_dir().join(format!("palisade-migrations-{}", env.namespace));
+    std::fs::create_dir_all(&before).unwrap();
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.as_str() <= "0006_event_vectors.sql" {
+            std::fs::copy(&path, before.join(&name)).unwrap();
+        }
+    }
+    sqlx::migrate::Migrator::new(before.as_path())
+        .await
+        .unwrap()
+        .run(&env.pool)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&before).unwrap();
+
+    let unit = |axis: usize| {
+        let mut v = vec![0.0f32; 384];
+        v[axis] = 1.0;
+        palisade_core::vectors::vector_literal(&v)
+    };
+    // Two events with one vector (the same alert on two hosts), one with another;
+    // the third is a year older.
+    let now = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+    for (n, ts, vector) in [
+        (1u128, now, unit(0)),
+        (2, now, unit(0)),
+        (3, now - Duration::days(365), unit(1)),
+    ] {
+        sqlx::query(
+            "INSERT INTO event_vectors (event_id, ts, model, text_version, embedding) \
+             VALUES ($1, $2, 'all-MiniLM-L6-v2:int8', 1, $3::vector)",
+        )
+        .bind(uuid::Uuid::from_u128(n))
+        .bind(ts)
+        .bind(vector)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    }
+    palisade_schema::migrate(&env.pool).await.unwrap();
+
+    assert_eq!(env.count("SELECT count(*) FROM embedding_texts").await, 2);
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM event_vectors v JOIN embedding_texts t USING (text_key) \
+             WHERE t.text IS NULL AND t.model = 'all-MiniLM-L6-v2:int8' AND t.text_version = 1"
+        )
+        .await,
+        3
+    );
+    let same_alert: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT text_key) FROM event_vectors WHERE event_id = ANY($1)",
+    )
+    .bind([uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2)])
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(same_alert, 1);
+    let nearest: uuid::Uuid = sqlx::query_scalar(
+        "SELECT v.event_id FROM event_vectors v JOIN embedding_texts t USING (text_key) \
+         ORDER BY t.embedding <=> $1::vector, v.event_id DESC LIMIT 1",
+    )
+    .bind(unit(1))
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(nearest, uuid::Uuid::from_u128(3));
+
+    let maintenance = Maintenance::new(Retention {
+        events_days: Some(90),
+        ..Retention::default()
+    });
+    let report = maintenance.run_once(&env.pool, now).await.unwrap();
+    assert_eq!((report.vectors_deleted, report.texts_deleted), (1, 1));
+    assert_eq!(env.count("SELECT count(*) FROM embedding_texts").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM event_vectors").await, 2);
+    env.cleanup().await;
+}

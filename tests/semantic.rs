@@ -54,11 +54,13 @@ fn messages(answer: &Value) -> Vec<String> {
         .collect()
 }
 
-/// How many of the published events the default policy selects, decided here
-/// from the decoded messages, independently of the projection.
-fn expected_vectors(payloads: &[(&str, String)]) -> (i64, i64) {
+/// How many of the published events there are, how many the default policy
+/// selects and how many distinct embedding texts those have, decided here from the
+/// decoded messages, independently of the projection.
+fn expected_vectors(payloads: &[(&str, String)]) -> (i64, i64, i64) {
     let policy = VectorPolicy::default();
     let (mut events, mut selected) = (0, 0);
+    let mut texts = std::collections::HashSet::new();
     for (subject, payload) in payloads {
         let Ok(Decoded::Events(decoded)) =
             palisade_core::decode::decode(subject, payload.as_bytes())
@@ -68,10 +70,13 @@ fn expected_vectors(payloads: &[(&str, String)]) -> (i64, i64) {
         for event in &decoded {
             events += 1;
             let view = palisade_consumers::vectors::view(event);
-            selected += i64::from(policy::decide(&policy, &view).embed);
+            if policy::decide(&policy, &view).embed {
+                selected += 1;
+                texts.insert(palisade_embeddings::text::embedding_text(&view));
+            }
         }
     }
-    (events, selected)
+    (events, selected, texts.len() as i64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,12 +92,21 @@ async fn similar_to_finds_what_keywords_miss() {
         .map(|l| ("security.falco.alerts", l.to_owned()))
         .collect();
     payloads.push(("security.falco.alerts", TAIL_SHADOW.to_owned()));
+    // The same read an hour later: another event, the same embedding text.
+    payloads.push((
+        "security.falco.alerts",
+        TAIL_SHADOW.replace("2026-11-20T10:", "2026-11-20T11:"),
+    ));
     payloads.push(("logs.auth", common::auth_log_envelope().to_string()));
     for (subject, payload) in &payloads {
         env.publish(subject, payload.clone()).await;
     }
-    let (events, selected) = expected_vectors(&payloads);
+    let (events, selected, distinct) = expected_vectors(&payloads);
     assert!(selected > 0 && selected < events, "{selected} of {events}");
+    assert!(
+        distinct < selected,
+        "{distinct} texts for {selected} events"
+    );
     env.wait_for_count(
         "SELECT count(*) FROM events",
         events,
@@ -106,13 +120,38 @@ async fn similar_to_finds_what_keywords_miss() {
     )
     .await;
 
-    // Provenance, and the policy's choices on real lines.
+    // One vector per distinct text, with its provenance; every event has its text.
+    assert_eq!(
+        env.count("SELECT count(*) FROM embedding_texts").await,
+        distinct
+    );
+    assert_eq!(
+        env.count("SELECT count(DISTINCT text) FROM embedding_texts")
+            .await,
+        distinct
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM event_vectors JOIN embedding_texts USING (text_key)")
+            .await,
+        selected
+    );
     let (model, version): (String, i16) =
-        sqlx::query_as("SELECT DISTINCT model, text_version FROM event_vectors")
+        sqlx::query_as("SELECT DISTINCT model, text_version FROM embedding_texts")
             .fetch_one(&env.pool)
             .await
             .unwrap();
     assert_eq!((model.as_str(), version), ("all-MiniLM-L6-v2:int8", 1));
+    // Both tail reads point at one text.
+    assert_eq!(
+        env.count(
+            "SELECT count(DISTINCT v.text_key) FROM events e \
+             JOIN event_vectors v ON v.event_id = e.id WHERE e.message LIKE '%tail -n 10 /etc/shadow%'"
+        )
+        .await,
+        1
+    );
+
+    // The policy's choices on real lines.
     let embedded = |pattern: &'static str| {
         let pool = env.pool.clone();
         async move {
@@ -153,6 +192,7 @@ async fn similar_to_finds_what_keywords_miss() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(report["ingested"]["event_vectors"], selected, "{report}");
+    assert_eq!(report["ingested"]["embedding_texts"], distinct, "{report}");
 
     // The keyword search misses the rephrased read; SIMILAR_TO ranks it first.
     let keyword = query(&app, "\"cat /etc/shadow\"").await;
@@ -162,7 +202,13 @@ async fn similar_to_finds_what_keywords_miss() {
     assert_eq!(similar["semantic"]["ranking"], "hnsw");
     let found = messages(&similar);
     assert_eq!(found.len(), 5, "{similar}");
+    // Both events of the nearest text, the newer first.
     assert!(found[0].contains("tail -n 10 /etc/shadow"), "{found:?}");
+    assert!(found[1].contains("tail -n 10 /etc/shadow"), "{found:?}");
+    assert!(
+        similar["rows"][0]["ts"].as_str() > similar["rows"][1]["ts"].as_str(),
+        "{similar}"
+    );
     let scores: Vec<f64> = similar["rows"]
         .as_array()
         .unwrap()
@@ -170,6 +216,7 @@ async fn similar_to_finds_what_keywords_miss() {
         .map(|r| r["similarity"].as_f64().unwrap())
         .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    assert!((scores[0] - scores[1]).abs() < 1e-9, "{scores:?}");
     assert!(scores[0] > scores[4] + 0.05, "{scores:?}");
 
     // Hybrid, few candidates: an exact scan over the filter's matches.
@@ -263,10 +310,12 @@ async fn similar_to_finds_what_keywords_miss() {
     // Replaying the projection rebuilds the same vectors, up to the int8 model's
     // batch noise (its activations are quantised per run, so a text's vector moves
     // a little with the other texts of its batch: cosine ≥ 0.96 measured).
-    sqlx::query("CREATE TABLE vectors_before AS SELECT * FROM event_vectors")
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    for snapshot in [
+        "CREATE TABLE vectors_before AS SELECT * FROM event_vectors",
+        "CREATE TABLE texts_before AS SELECT * FROM embedding_texts",
+    ] {
+        sqlx::query(snapshot).execute(&env.pool).await.unwrap();
+    }
     running.stop().await;
     let ingest = env.serve_settings(&[]).ingest;
     let stage = settings.semantic.vector_stage().unwrap();
@@ -280,10 +329,16 @@ async fn similar_to_finds_what_keywords_miss() {
         env.count("SELECT count(*) FROM event_vectors").await,
         selected
     );
+    assert_eq!(
+        env.count("SELECT count(*) FROM embedding_texts").await,
+        distinct
+    );
     let same = env
         .count(
-            "SELECT count(*) FROM event_vectors a JOIN vectors_before b USING (event_id) \
-             WHERE (a.embedding <=> b.embedding) < 0.04",
+            "SELECT count(*) FROM event_vectors a JOIN vectors_before b USING (event_id, text_key) \
+             JOIN embedding_texts ta ON ta.text_key = a.text_key \
+             JOIN texts_before tb ON tb.text_key = b.text_key \
+             WHERE (ta.embedding <=> tb.embedding) < 0.04",
         )
         .await;
     assert_eq!(same, selected, "the same vectors after a replay");

@@ -102,7 +102,7 @@ impl Projection {
             Projection::Metrics => &["metrics", "metrics_rollup_pending"],
             Projection::Processes => &["processes"],
             Projection::Connections => &["connections"],
-            Projection::Vectors => &["event_vectors"],
+            Projection::Vectors => &["event_vectors", "embedding_texts"],
             Projection::Vulns => &[
                 "host_vulnerabilities",
                 "host_packages",

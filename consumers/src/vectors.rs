@@ -1,20 +1,24 @@
 //! The vectors projection's extra stage, embed: between decode and write, pick
 //! the events worth embedding (the selective-vectorisation policy), make each
-//! one's embedding text and embed them in one call off the async executor.
+//! one's embedding text, and embed the distinct texts not stored yet in one call
+//! off the async executor.
 //!
 //! ```text
-//! source ──► batch ──► decode ──► embed ──► write ──► ack
-//!                                 (policy,   (event_vectors +
-//!                                  MiniLM)    offsets, one tx)
+//! source ──► batch ──► decode ──► embed ──────────► write ──► ack
+//!                                 (policy, text,     (embedding_texts +
+//!                                  known texts?,      event_vectors +
+//!                                  MiniLM)            offsets, one tx)
 //! ```
 //!
 //! The projection reads the same subjects as the events projection with its own
 //! durable consumer (`palisade-vectors`), so embedding never slows the events
 //! table down, and `palisade replay vectors` rebuilds it alone.
 
+use std::collections::HashSet;
+
 use palisade_core::model::{Decoded, Event};
-use palisade_core::store::{row_id, Batch};
-use palisade_core::vectors::{EventVector, Provenance};
+use palisade_core::store::{row_id, Batch, Store, StoreError};
+use palisade_core::vectors::{BatchVectors, EventText, Provenance, TextKey, TextVector};
 use palisade_embeddings::policy::{self, EventView, VectorPolicy};
 use palisade_embeddings::{text, EmbedError, Embedder};
 
@@ -29,10 +33,24 @@ pub struct VectorStage {
 /// What the stage made of one batch.
 #[derive(Debug, Default)]
 pub struct Embedded {
-    /// One per selected event.
-    pub vectors: Vec<EventVector>,
+    /// The selected events' text keys and the new texts' vectors.
+    pub vectors: BatchVectors,
     /// Events the policy left out.
     pub skipped: usize,
+    /// Selected events whose text was stored already or came earlier in the batch.
+    pub reused: usize,
+}
+
+/// Why a batch could not be embedded; both are the machine's fault, not the
+/// messages', and are retried.
+#[derive(Debug, thiserror::Error)]
+pub enum VectorStageError {
+    /// The model failed.
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
+    /// Looking up the texts already stored failed.
+    #[error("looking up stored texts: {0}")]
+    Store(#[from] StoreError),
 }
 
 impl VectorStage {
@@ -59,44 +77,71 @@ impl VectorStage {
         &self.embedder
     }
 
-    /// The vectors of `batch`'s selected events, in batch order.
-    pub async fn embed(&self, batch: &Batch) -> Result<Embedded, EmbedError> {
-        let mut keys = Vec::new();
-        let mut texts = Vec::new();
+    /// The text keys of `batch`'s selected events, in batch order, and the vectors
+    /// of their distinct texts that `store` does not hold yet.
+    pub async fn embed(&self, batch: &Batch, store: &Store) -> Result<Embedded, VectorStageError> {
+        let mut events = Vec::new();
+        let mut texts: Vec<(TextKey, String)> = Vec::new();
+        let mut seen = HashSet::new();
         let mut skipped = 0;
         for (position, decoded) in &batch.records {
-            let Decoded::Events(events) = decoded else {
+            let Decoded::Events(batch_events) = decoded else {
                 continue;
             };
-            for (index, event) in events.iter().enumerate() {
+            for (index, event) in batch_events.iter().enumerate() {
                 let view = view(event);
-                if policy::decide(&self.policy, &view).embed {
-                    keys.push((row_id(&position.stream, position.seq, index), event.ts));
-                    texts.push(text::embedding_text(&view));
-                } else {
+                if !policy::decide(&self.policy, &view).embed {
                     skipped += 1;
+                    continue;
                 }
+                let text = text::embedding_text(&view);
+                let key = TextKey::of(&self.provenance, &text);
+                if seen.insert(key) {
+                    texts.push((key, text));
+                }
+                events.push(EventText {
+                    id: row_id(&position.stream, position.seq, index),
+                    ts: event.ts,
+                    key,
+                });
             }
         }
+        let keys: Vec<TextKey> = texts.iter().map(|(key, _)| *key).collect();
+        let known = store.known_texts(&keys).await?;
+        texts.retain(|(key, _)| !known.contains(key));
+        let reused = events.len() - texts.len();
         if texts.is_empty() {
             return Ok(Embedded {
-                vectors: Vec::new(),
+                vectors: BatchVectors {
+                    events,
+                    texts: Vec::new(),
+                },
                 skipped,
+                reused,
             });
         }
         let embedder = self.embedder.clone();
-        let embeddings = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            embedder.embed_batch(&refs)
+        let (texts, embeddings) = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
+            let embeddings = embedder.embed_batch(&refs);
+            (texts, embeddings)
         })
         .await
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))?;
-        let vectors = keys
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+        let texts = texts
             .into_iter()
-            .zip(embeddings)
-            .map(|((id, ts), embedding)| EventVector { id, ts, embedding })
+            .zip(embeddings?)
+            .map(|((key, text), embedding)| TextVector {
+                key,
+                text,
+                embedding,
+            })
             .collect();
-        Ok(Embedded { vectors, skipped })
+        Ok(Embedded {
+            vectors: BatchVectors { events, texts },
+            skipped,
+            reused,
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use palisade_core::store::{row_id, Batch, DeadLetter, Store, StoreError, WriteSummary};
-use palisade_core::vectors::EventVector;
+use palisade_core::vectors::BatchVectors;
 use tracing::instrument;
 
 use crate::vectors::VectorStage;
@@ -30,7 +30,8 @@ pub struct Writer {
     /// for the vectors projection (the events projection publishes them).
     pub publish_dead_letters: bool,
     /// The vectors projection's embed stage: when set, batches are embedded and
-    /// written to `event_vectors` instead of the projection tables.
+    /// written to `embedding_texts` and `event_vectors` instead of the projection
+    /// tables.
     pub vectors: Option<Arc<VectorStage>>,
 }
 
@@ -68,7 +69,7 @@ impl Writer {
             Some(stage) => Some(self.embed_with_retry(stage, decoded).await),
             None => None,
         };
-        let vectors = vectors.as_deref();
+        let vectors = vectors.as_ref();
 
         let summary = match self
             .write_with_retry(slot, &decoded.batch, vectors, &decoded.ackers)
@@ -93,19 +94,18 @@ impl Writer {
         summary
     }
 
-    /// Embeds the batch's selected events. The model failing is not the
-    /// messages' fault, so it is retried like a transient fault, never dropped.
-    async fn embed_with_retry(
-        &self,
-        stage: &VectorStage,
-        decoded: &DecodedBatch,
-    ) -> Vec<EventVector> {
+    /// Embeds the batch's selected events. The model or the lookup of stored
+    /// texts failing is not the messages' fault, so it is retried like a transient
+    /// fault, never dropped.
+    async fn embed_with_retry(&self, stage: &VectorStage, decoded: &DecodedBatch) -> BatchVectors {
         let mut backoff = Backoff::new(self.config.max_backoff);
         loop {
-            match stage.embed(&decoded.batch).await {
+            match stage.embed(&decoded.batch, &self.store).await {
                 Ok(embedded) => {
                     tracing::debug!(
-                        embedded = embedded.vectors.len(),
+                        events = embedded.vectors.events.len(),
+                        embedded = embedded.vectors.texts.len(),
+                        reused = embedded.reused,
                         skipped = embedded.skipped,
                         "batch embedded"
                     );
@@ -125,7 +125,7 @@ impl Writer {
         &self,
         slot: i32,
         batch: &Batch,
-        vectors: Option<&[EventVector]>,
+        vectors: Option<&BatchVectors>,
     ) -> Result<WriteSummary, StoreError> {
         let name = self.projection.name();
         match (&self.vectors, vectors) {
@@ -143,7 +143,7 @@ impl Writer {
         &self,
         slot: i32,
         batch: &Batch,
-        vectors: Option<&[EventVector]>,
+        vectors: Option<&BatchVectors>,
         ackers: &[async_nats::jetstream::message::Acker],
     ) -> Result<WriteSummary, StoreError> {
         let mut backoff = Backoff::new(self.config.max_backoff);
@@ -175,7 +175,7 @@ impl Writer {
         &self,
         slot: i32,
         decoded: &mut DecodedBatch,
-        vectors: Option<&[EventVector]>,
+        vectors: Option<&BatchVectors>,
         first: &StoreError,
     ) -> WriteSummary {
         tracing::warn!(error = %first, "batch failed permanently; writing its messages one by one");
@@ -184,22 +184,19 @@ impl Writer {
         let records = std::mem::take(&mut decoded.batch.records);
         for (index, record) in records.into_iter().enumerate() {
             // The vectors of this message's events (ids are stream/seq/index).
-            let own: Option<Vec<EventVector>> = vectors.map(|all| {
+            let own: Option<BatchVectors> = vectors.map(|all| {
                 let (position, decoded) = &record;
                 let ids: Vec<_> = (0..decoded.len())
                     .map(|i| row_id(&position.stream, position.seq, i))
                     .collect();
-                all.iter()
-                    .filter(|v| ids.contains(&v.id))
-                    .cloned()
-                    .collect()
+                all.for_events(&ids)
             });
             let single = Batch {
                 records: vec![record],
                 dead_letters: Vec::new(),
             };
             match self
-                .write_with_retry(slot, &single, own.as_deref(), &decoded.ackers)
+                .write_with_retry(slot, &single, own.as_ref(), &decoded.ackers)
                 .await
             {
                 Ok(s) => {
@@ -231,7 +228,8 @@ impl Writer {
             dead_letters: std::mem::take(&mut decoded.batch.dead_letters),
         };
         // A batch of dead-letter rows and offsets can only fail transiently.
-        let no_vectors = vectors.map(|_| &[][..]);
+        let none = BatchVectors::default();
+        let no_vectors = vectors.map(|_| &none);
         if let Err(err) = self
             .write_with_retry(slot, &dead_only, no_vectors, &decoded.ackers)
             .await

@@ -1,36 +1,112 @@
-//! The vector store: one sentence embedding per event worth embedding, in the
-//! pgvector table `event_vectors` (HNSW, cosine), and the nearest-neighbour
-//! searches `SIMILAR_TO` runs on it.
+//! The vector store: one sentence embedding per distinct embedding text in the
+//! pgvector table `embedding_texts` (HNSW, cosine), the text of each embedded event
+//! in `event_vectors`, and the nearest-neighbour searches `SIMILAR_TO` runs on them.
 //!
-//! Vectors are keyed by the event's deterministic id, so a redelivered or replayed
-//! message writes nothing new. They are bound as pgvector's text form
-//! (`[0.1,0.2,…]::vector`): no extra client type, and the statement stays
-//! prepared.
+//! An embedding text keeps an event's salient fields and drops host and time, so
+//! one alert fired on 500 hosts is one text: it is embedded once and is one point in
+//! the HNSW graph (copies of a point fill its neighbour lists and cut the graph
+//! into islands). A search finds the nearest texts, then their events, newest first.
+//!
+//! Rows are keyed by the event's deterministic id and the text's [`TextKey`], so a
+//! redelivered or replayed message writes nothing new. Vectors are bound as
+//! pgvector's text form (`[0.1,0.2,…]::vector`): no extra client type, and the
+//! statement stays prepared.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::store::{record_offsets, Batch, Store, StoreError, WriteSummary};
 
-/// The embedding of one event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventVector {
-    /// The event's id (its `events` row's id).
-    pub id: Uuid,
-    /// The event's time (its `events` row's partition key).
-    pub ts: DateTime<Utc>,
-    /// The unit-length sentence embedding.
-    pub embedding: Vec<f32>,
-}
-
-/// Which model and embedding-text version produced a batch of vectors.
+/// Which model and embedding-text version produced a vector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provenance {
     /// E.g. `all-MiniLM-L6-v2:int8`.
     pub model: String,
     /// Version of the function that made each event's text.
     pub text_version: i16,
+}
+
+/// The key of an embedding text: SHA-256 over `<model>\n<text version>\n<text>`, so
+/// the same text under another model or text version is another vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TextKey([u8; 32]);
+
+impl TextKey {
+    /// The key of `text` embedded as `provenance` says.
+    pub fn of(provenance: &Provenance, text: &str) -> TextKey {
+        let mut hash = Sha256::new();
+        hash.update(provenance.model.as_bytes());
+        hash.update(b"\n");
+        hash.update(provenance.text_version.to_string().as_bytes());
+        hash.update(b"\n");
+        hash.update(text.as_bytes());
+        TextKey(hash.finalize().into())
+    }
+
+    /// The key as stored (`bytea`).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn from_stored(bytes: &[u8]) -> Option<TextKey> {
+        bytes.try_into().ok().map(TextKey)
+    }
+}
+
+/// The embedding of one distinct text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextVector {
+    /// [`TextKey::of`] the text.
+    pub key: TextKey,
+    /// The embedding text itself (kept for inspection).
+    pub text: String,
+    /// The unit-length sentence embedding.
+    pub embedding: Vec<f32>,
+}
+
+/// An embedded event and the text it was embedded by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventText {
+    /// The event's id (its `events` row's id).
+    pub id: Uuid,
+    /// The event's time (its `events` row's partition key).
+    pub ts: DateTime<Utc>,
+    /// Its embedding text's key.
+    pub key: TextKey,
+}
+
+/// What the vectors projection writes for a batch: every selected event's text key,
+/// and the vectors of the texts not stored yet.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchVectors {
+    /// One per selected event, in batch order.
+    pub events: Vec<EventText>,
+    /// One per text that was not stored when the batch was embedded.
+    pub texts: Vec<TextVector>,
+}
+
+impl BatchVectors {
+    /// The part of this batch that belongs to the events `ids`.
+    pub fn for_events(&self, ids: &[Uuid]) -> BatchVectors {
+        let events: Vec<EventText> = self
+            .events
+            .iter()
+            .filter(|e| ids.contains(&e.id))
+            .cloned()
+            .collect();
+        let keys: HashSet<TextKey> = events.iter().map(|e| e.key).collect();
+        let texts = self
+            .texts
+            .iter()
+            .filter(|t| keys.contains(&t.key))
+            .cloned()
+            .collect();
+        BatchVectors { events, texts }
+    }
 }
 
 /// An event near the query vector.
@@ -40,6 +116,15 @@ pub struct Neighbour {
     pub id: Uuid,
     /// The event's time.
     pub ts: DateTime<Utc>,
+    /// Cosine similarity to the query, 1 for the same direction.
+    pub similarity: f64,
+}
+
+/// A stored text near the query vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearText {
+    /// The text's key.
+    pub key: TextKey,
     /// Cosine similarity to the query, 1 for the same direction.
     pub similarity: f64,
 }
@@ -59,41 +144,82 @@ pub fn vector_literal(v: &[f32]) -> String {
     out
 }
 
+fn stored_keys(keys: &[TextKey]) -> Vec<Vec<u8>> {
+    keys.iter().map(|k| k.as_bytes().to_vec()).collect()
+}
+
 impl Store {
-    /// Writes `vectors` (skipping ids already stored) and the batch's offsets for
-    /// `projection` in one transaction. Dead letters are the events projection's
-    /// to record: it reads the same messages.
+    /// Which of `keys` already have a stored vector.
+    pub async fn known_texts(&self, keys: &[TextKey]) -> Result<HashSet<TextKey>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT text_key FROM embedding_texts WHERE text_key = ANY($1)")
+                .bind(stored_keys(keys))
+                .fetch_all(self.pool())
+                .await?;
+        Ok(found
+            .iter()
+            .filter_map(|k| TextKey::from_stored(k))
+            .collect())
+    }
+
+    /// Writes `vectors` (skipping texts and events already stored) and the batch's
+    /// offsets for `projection` in one transaction. Dead letters are the events
+    /// projection's to record: it reads the same messages.
+    ///
+    /// An event whose text was known when the batch was embedded but has since been
+    /// removed by retention (it only removes texts no event has) is stored without a
+    /// vector to find it by: a window of one batch, once a retention run.
     pub async fn write_vectors(
         &self,
         projection: &str,
         slot: i32,
         batch: &Batch,
         provenance: &Provenance,
-        vectors: &[EventVector],
+        vectors: &BatchVectors,
     ) -> Result<WriteSummary, StoreError> {
         let mut tx = self.pool().begin().await?;
         let mut summary = WriteSummary {
-            records: vectors.len() as u64,
+            records: vectors.events.len() as u64,
             ..WriteSummary::default()
         };
-        if !vectors.is_empty() {
-            let ids: Vec<Uuid> = vectors.iter().map(|v| v.id).collect();
-            let times: Vec<DateTime<Utc>> = vectors.iter().map(|v| v.ts).collect();
+        if !vectors.texts.is_empty() {
+            let keys: Vec<TextKey> = vectors.texts.iter().map(|t| t.key).collect();
+            let texts: Vec<&str> = vectors.texts.iter().map(|t| t.text.as_str()).collect();
             let embeddings: Vec<String> = vectors
+                .texts
                 .iter()
-                .map(|v| vector_literal(&v.embedding))
+                .map(|t| vector_literal(&t.embedding))
                 .collect();
-            summary.rows_inserted = sqlx::query(
-                "INSERT INTO event_vectors (event_id, ts, model, text_version, embedding) \
-                 SELECT id, ts, $4, $5, embedding::vector \
-                 FROM unnest($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, ts, embedding) \
+            summary.rows_inserted += sqlx::query(
+                "INSERT INTO embedding_texts (text_key, model, text_version, text, embedding) \
+                 SELECT key, $4, $5, text, embedding::vector \
+                 FROM unnest($1::bytea[], $2::text[], $3::text[]) AS t(key, text, embedding) \
+                 ON CONFLICT (text_key) DO NOTHING",
+            )
+            .bind(stored_keys(&keys))
+            .bind(&texts)
+            .bind(&embeddings)
+            .bind(&provenance.model)
+            .bind(provenance.text_version)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        if !vectors.events.is_empty() {
+            let ids: Vec<Uuid> = vectors.events.iter().map(|e| e.id).collect();
+            let times: Vec<DateTime<Utc>> = vectors.events.iter().map(|e| e.ts).collect();
+            let keys: Vec<TextKey> = vectors.events.iter().map(|e| e.key).collect();
+            summary.rows_inserted += sqlx::query(
+                "INSERT INTO event_vectors (event_id, ts, text_key) \
+                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::bytea[]) \
                  ON CONFLICT (event_id) DO NOTHING",
             )
             .bind(&ids)
             .bind(&times)
-            .bind(&embeddings)
-            .bind(&provenance.model)
-            .bind(provenance.text_version)
+            .bind(stored_keys(&keys))
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -104,15 +230,10 @@ impl Store {
     }
 }
 
-/// The `k` nearest events to `query` through the HNSW index, searching
-/// `ef_search` candidates (pgvector's default is 40; more finds more of the true
-/// neighbours). Runs on `conn`, inside the caller's transaction.
-pub async fn nearest(
-    conn: &mut PgConnection,
-    query: &[f32],
-    k: u32,
-    ef_search: u32,
-) -> Result<Vec<Neighbour>, StoreError> {
+/// Sets `hnsw.ef_search` for the rest of the caller's transaction (pgvector's
+/// default is 40; HNSW returns at most that many rows, and more finds more of the
+/// true neighbours).
+async fn set_ef_search(conn: &mut PgConnection, ef_search: u32) -> Result<(), StoreError> {
     // SET LOCAL takes no parameters; the value is a number we formatted.
     sqlx::query(&format!(
         "SET LOCAL hnsw.ef_search = {}",
@@ -120,32 +241,84 @@ pub async fn nearest(
     ))
     .execute(&mut *conn)
     .await?;
-    let rows: Vec<(Uuid, DateTime<Utc>, f64)> = sqlx::query_as(
-        "SELECT event_id, ts, 1 - (embedding <=> $1::vector) \
-         FROM event_vectors ORDER BY embedding <=> $1::vector LIMIT $2",
+    Ok(())
+}
+
+/// The `n` stored texts nearest to `query` through the HNSW index, searching
+/// `ef_search` candidates (at least `n`). Runs on `conn`, inside the caller's
+/// transaction.
+pub async fn nearest_texts(
+    conn: &mut PgConnection,
+    query: &[f32],
+    n: u32,
+    ef_search: u32,
+) -> Result<Vec<NearText>, StoreError> {
+    set_ef_search(conn, ef_search.max(n)).await?;
+    let rows: Vec<(Vec<u8>, f64)> = sqlx::query_as(
+        "SELECT text_key, 1 - (embedding <=> $1::vector) \
+         FROM embedding_texts ORDER BY embedding <=> $1::vector LIMIT $2",
     )
     .bind(vector_literal(query))
-    .bind(i64::from(k))
+    .bind(i64::from(n))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(key, similarity)| {
+            TextKey::from_stored(&key).map(|key| NearText { key, similarity })
+        })
+        .collect())
+}
+
+/// The `events` nearest events to `query`: the `texts` nearest texts through the
+/// HNSW index (searching `ef_search` candidates, at least `texts`), each expanded
+/// to its events, newest first. Runs on `conn`, inside the caller's transaction.
+pub async fn nearest(
+    conn: &mut PgConnection,
+    query: &[f32],
+    texts: u32,
+    ef_search: u32,
+    events: u32,
+) -> Result<Vec<Neighbour>, StoreError> {
+    set_ef_search(conn, ef_search.max(texts)).await?;
+    // MATERIALIZED keeps the top-n texts one HNSW scan, done before the expansion.
+    let rows: Vec<(Uuid, DateTime<Utc>, f64)> = sqlx::query_as(
+        "WITH near AS MATERIALIZED ( \
+             SELECT text_key, embedding <=> $1::vector AS distance FROM embedding_texts \
+             ORDER BY embedding <=> $1::vector LIMIT $2) \
+         SELECT e.event_id, e.ts, 1 - near.distance FROM near \
+         CROSS JOIN LATERAL ( \
+             SELECT event_id, ts FROM event_vectors v WHERE v.text_key = near.text_key \
+             ORDER BY ts DESC LIMIT $3) e \
+         ORDER BY near.distance, e.ts DESC, e.event_id LIMIT $3",
+    )
+    .bind(vector_literal(query))
+    .bind(i64::from(texts))
+    .bind(i64::from(events))
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().map(neighbour).collect())
 }
 
 /// The `k` nearest to `query` among the events `ids`, by an exact distance scan
-/// over their vectors (never loses a candidate; for candidate sets of thousands).
+/// over their texts' vectors, each distinct text once (never loses a candidate; for
+/// candidate sets of thousands).
 pub async fn nearest_among(
     conn: &mut PgConnection,
     query: &[f32],
     ids: &[Uuid],
     k: u32,
 ) -> Result<Vec<Neighbour>, StoreError> {
-    // `OFFSET 0` fences the id lookup, so the planner cannot trade it for an HNSW
-    // scan that filters afterwards and may come back short.
+    // The materialised steps fence the lookups, so the planner cannot trade them
+    // for an HNSW scan that filters afterwards and may come back short.
     let rows: Vec<(Uuid, DateTime<Utc>, f64)> = sqlx::query_as(
-        "SELECT event_id, ts, 1 - (embedding <=> $1::vector) FROM \
-         (SELECT event_id, ts, embedding FROM event_vectors \
-          WHERE event_id = ANY($2::uuid[]) OFFSET 0) c \
-         ORDER BY embedding <=> $1::vector LIMIT $3",
+        "WITH candidates AS MATERIALIZED ( \
+             SELECT event_id, ts, text_key FROM event_vectors WHERE event_id = ANY($2::uuid[])), \
+         near AS MATERIALIZED ( \
+             SELECT text_key, embedding <=> $1::vector AS distance FROM embedding_texts \
+             WHERE text_key IN (SELECT text_key FROM candidates)) \
+         SELECT c.event_id, c.ts, 1 - near.distance FROM candidates c JOIN near USING (text_key) \
+         ORDER BY near.distance, c.ts DESC, c.event_id LIMIT $3",
     )
     .bind(vector_literal(query))
     .bind(ids)
@@ -167,5 +340,55 @@ mod tests {
     fn literal_is_pgvector_text() {
         assert_eq!(vector_literal(&[0.5, -1.0, 0.1]), "[0.5,-1,0.1]");
         assert_eq!(vector_literal(&[]), "[]");
+    }
+
+    #[test]
+    fn text_key_depends_on_model_version_and_text() {
+        let int8 = Provenance {
+            model: "all-MiniLM-L6-v2:int8".into(),
+            text_version: 1,
+        };
+        let key = TextKey::of(&int8, "sudo | cat /etc/shadow");
+        assert_eq!(key, TextKey::of(&int8.clone(), "sudo | cat /etc/shadow"));
+        assert_ne!(key, TextKey::of(&int8, "sudo | cat /etc/passwd"));
+        let fp32 = Provenance {
+            model: "all-MiniLM-L6-v2:fp32".into(),
+            ..int8.clone()
+        };
+        assert_ne!(key, TextKey::of(&fp32, "sudo | cat /etc/shadow"));
+        let v2 = Provenance {
+            text_version: 2,
+            ..int8
+        };
+        assert_ne!(key, TextKey::of(&v2, "sudo | cat /etc/shadow"));
+        assert_eq!(TextKey::from_stored(key.as_bytes()), Some(key));
+        assert_eq!(TextKey::from_stored(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn a_batch_part_keeps_only_its_events_texts() {
+        let provenance = Provenance {
+            model: "m".into(),
+            text_version: 1,
+        };
+        let (a, b) = (TextKey::of(&provenance, "a"), TextKey::of(&provenance, "b"));
+        let event = |n: u128, key| EventText {
+            id: Uuid::from_u128(n),
+            ts: DateTime::<Utc>::UNIX_EPOCH,
+            key,
+        };
+        let text = |key, t: &str| TextVector {
+            key,
+            text: t.into(),
+            embedding: vec![1.0],
+        };
+        let all = BatchVectors {
+            events: vec![event(1, a), event(2, b), event(3, a)],
+            texts: vec![text(a, "a"), text(b, "b")],
+        };
+        let part = all.for_events(&[Uuid::from_u128(3)]);
+        assert_eq!(part.events, vec![event(3, a)]);
+        assert_eq!(part.texts, vec![text(a, "a")]);
+        assert_eq!(all.for_events(&[]), BatchVectors::default());
     }
 }

@@ -128,6 +128,8 @@ pub struct MaintenanceReport {
     pub rollup_rows_deleted: u64,
     /// Event vectors deleted with the events' retention.
     pub vectors_deleted: u64,
+    /// Embedding texts deleted because no event has them any more.
+    pub texts_deleted: u64,
 }
 
 /// The periodic upkeep: partitions ahead, hourly rollup, retention.
@@ -198,12 +200,20 @@ impl Maintenance {
             .events_days
             .and_then(|d| today.checked_sub_days(Days::new(d.into())))
         {
-            // Not partitioned (one HNSW graph), so rows, not partitions.
+            // Not partitioned (one HNSW graph), so rows, not partitions: the old
+            // events' vectors, then the texts no event has any more.
             report.vectors_deleted = sqlx::query("DELETE FROM event_vectors WHERE ts < $1")
                 .bind(cutoff)
                 .execute(pool)
                 .await?
                 .rows_affected();
+            report.texts_deleted = sqlx::query(
+                "DELETE FROM embedding_texts t WHERE NOT EXISTS \
+                 (SELECT 1 FROM event_vectors v WHERE v.text_key = t.text_key)",
+            )
+            .execute(pool)
+            .await?
+            .rows_affected();
         }
         if native {
             if let Some(cutoff) = self

@@ -1,14 +1,15 @@
 //! `SIMILAR_TO`: rank events by the meaning of a text.
 //!
 //! 1. Embed the text with the same model the vectors projection used.
-//! 2. Candidates: none given (no filter) → the HNSW index over every vector.
+//! 2. Candidates: none given (no filter) → the HNSW index over every distinct
+//!    embedding text, the nearest texts' events newest first.
 //!    Otherwise the filter's matches (from the search index or from SQL), counted up
 //!    to `exact_max + 1`:
-//!    - at most `exact_max` → an exact cosine scan over their vectors: no candidate
-//!      is ever lost to the approximate index;
-//!    - more → HNSW over every vector with a raised `ef_search`, each neighbour
-//!      re-checked against the filter; the neighbourhood doubles until `k` survive
-//!      or it reaches [`MAX_NEIGHBOURHOOD`].
+//!    - at most `exact_max` → an exact cosine scan over their texts' vectors: no
+//!      candidate is ever lost to the approximate index;
+//!    - more → HNSW over every text with a raised `ef_search`, the nearest texts'
+//!      events (up to [`MAX_RECHECKED`]) re-checked against the filter; the
+//!      neighbourhood doubles until `k` survive or it reaches [`MAX_NEIGHBOURHOOD`].
 //! 3. Rows by `(ts, id)` from PostgreSQL, most similar first, with `similarity`.
 //!
 //! The answer's `semantic` part says which path ran and why.
@@ -28,8 +29,12 @@ use uuid::Uuid;
 
 use super::{arguments, db_error, fetch_json, KeyArray, QueryEngine, QueryError};
 
-/// The most neighbours one HNSW search fetches for re-checking.
+/// The most texts one HNSW search fetches for re-checking.
 pub const MAX_NEIGHBOURHOOD: u32 = 1000;
+
+/// The most events of those texts one re-check looks at (a text such as one alert
+/// fired on every host can have thousands).
+pub const MAX_RECHECKED: u32 = 20_000;
 
 /// What `SIMILAR_TO` runs with.
 #[derive(Debug, Clone)]
@@ -52,8 +57,11 @@ pub struct SemanticReport {
     /// Candidates the filter matched, counted up to `exact_max + 1` (so that
     /// value means "more than the threshold"); absent without a filter.
     pub candidates: Option<u64>,
-    /// Neighbours the HNSW search fetched (HNSW only).
+    /// Nearest texts the HNSW search fetched (HNSW only).
     pub neighbourhood: Option<u32>,
+    /// Events of those texts re-checked against the filter (HNSW with a filter
+    /// only).
+    pub rechecked: Option<u64>,
     /// The model the query text was embedded with.
     pub model: String,
 }
@@ -87,14 +95,17 @@ impl QueryEngine {
         let (neighbours, report) = match &similar.candidates {
             Candidates::All => {
                 let ef = semantic.ef_search.max(k);
-                let found = vectors::nearest(&mut tx, &query_vector, k, ef)
+                let found = vectors::nearest(&mut tx, &query_vector, k, ef, k)
                     .await
                     .map_err(store_error)?;
                 let report = SemanticReport {
                     ranking: "hnsw",
-                    reason: "no filter: HNSW over every embedded event".into(),
+                    reason: "no filter: HNSW over every embedded text, the nearest \
+                             texts' events newest first"
+                        .into(),
                     candidates: None,
                     neighbourhood: Some(ef),
+                    rechecked: None,
                     model,
                 };
                 (found, report)
@@ -130,25 +141,29 @@ impl QueryEngine {
                     let report = SemanticReport {
                         ranking: "exact",
                         reason: format!(
-                            "{count} candidates ≤ {exact_max}: exact cosine scan over their vectors"
+                            "{count} candidates ≤ {exact_max}: exact cosine scan over their \
+                             texts' vectors"
                         ),
                         candidates: Some(count),
                         neighbourhood: None,
+                        rechecked: None,
                         model,
                     };
                     (found, report)
                 } else {
-                    let (found, neighbourhood) = self
+                    let (found, neighbourhood, rechecked) = self
                         .hnsw_rechecked(&mut tx, compiled, similar, &query_vector, semantic)
                         .await?;
                     let report = SemanticReport {
                         ranking: "hnsw",
                         reason: format!(
-                            "more than {exact_max} candidates: HNSW neighbourhood of \
-                             {neighbourhood}, each re-checked against the filter"
+                            "more than {exact_max} candidates: the {neighbourhood} nearest \
+                             texts by HNSW, their {rechecked} events re-checked against the \
+                             filter"
                         ),
                         candidates: Some(u64::from(exact_max) + 1),
                         neighbourhood: Some(neighbourhood),
+                        rechecked: Some(rechecked),
                         model,
                     };
                     (found, report)
@@ -217,8 +232,10 @@ impl QueryEngine {
         })
     }
 
-    /// HNSW over every vector, neighbours re-checked against the filter; the
-    /// neighbourhood doubles until `k` pass or it reaches [`MAX_NEIGHBOURHOOD`].
+    /// HNSW over every text, the nearest texts' events (newest first, at most
+    /// [`MAX_RECHECKED`]) re-checked against the filter; the neighbourhood doubles until
+    /// `k` pass or it reaches [`MAX_NEIGHBOURHOOD`]. Returns the kept events, the
+    /// last neighbourhood and how many events it re-checked.
     async fn hnsw_rechecked(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
@@ -226,23 +243,37 @@ impl QueryEngine {
         similar: &SimilarTo,
         query_vector: &[f32],
         semantic: &SemanticSearch,
-    ) -> Result<(Vec<Neighbour>, u32), QueryError> {
+    ) -> Result<(Vec<Neighbour>, u32, u64), QueryError> {
         let k = similar.k;
         let mut neighbourhood = (k * 4).max(semantic.ef_search).min(MAX_NEIGHBOURHOOD);
         loop {
-            let found = vectors::nearest(tx, query_vector, neighbourhood, neighbourhood)
-                .await
-                .map_err(store_error)?;
-            let fetched = found.len();
+            let found = vectors::nearest(
+                tx,
+                query_vector,
+                neighbourhood,
+                neighbourhood,
+                MAX_RECHECKED,
+            )
+            .await
+            .map_err(store_error)?;
+            let fetched = found.len() as u64;
             let passing = self.recheck(tx, compiled, similar, &found).await?;
             let kept: Vec<Neighbour> = found
                 .into_iter()
                 .filter(|n| passing.contains(&n.id))
                 .take(k as usize)
                 .collect();
-            let exhausted = fetched < neighbourhood as usize;
-            if kept.len() >= k as usize || exhausted || neighbourhood >= MAX_NEIGHBOURHOOD {
-                return Ok((kept, neighbourhood));
+            // Every text has at least one event, so fewer events than texts asked
+            // for means every text was seen; a spent event budget means a larger
+            // neighbourhood would re-check no more.
+            let all_texts_seen = fetched < u64::from(neighbourhood);
+            let budget_spent = fetched >= u64::from(MAX_RECHECKED);
+            if kept.len() >= k as usize
+                || budget_spent
+                || all_texts_seen
+                || neighbourhood >= MAX_NEIGHBOURHOOD
+            {
+                return Ok((kept, neighbourhood, fetched));
             }
             neighbourhood = (neighbourhood * 2).min(MAX_NEIGHBOURHOOD);
         }
