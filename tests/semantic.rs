@@ -251,6 +251,19 @@ async fn similar_to_finds_what_keywords_miss() {
     )
     .await;
     assert_eq!(messages(&capped).len(), 2, "{capped}");
+    // A SQL filter's candidates are its embedded events: the routine logins on the
+    // host have no vector and are not counted.
+    let on_host = env
+        .count("SELECT count(*) FROM events WHERE host = 'bastion-01'")
+        .await;
+    let embedded_on_host = env
+        .count(
+            "SELECT count(*) FROM events e JOIN event_vectors v ON v.event_id = e.id \
+             WHERE e.host = 'bastion-01'",
+        )
+        .await;
+    assert!(0 < embedded_on_host && embedded_on_host < on_host);
+    assert_eq!(capped["semantic"]["candidates"], embedded_on_host, "{capped}");
 
     // Many candidates (threshold 0 here): HNSW, every neighbour re-checked.
     let strict = env.serve_settings(&["--vectors=true", "--similar-exact-max=0"]);

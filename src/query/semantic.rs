@@ -3,8 +3,8 @@
 //! 1. Embed the text with the same model the vectors projection used.
 //! 2. Candidates: none given (no filter) → the HNSW index over every distinct
 //!    embedding text, the nearest texts' events newest first.
-//!    Otherwise the filter's matches (from the search index or from SQL), counted up
-//!    to `exact_max + 1`:
+//!    Otherwise the filter's matches (from the search index, or the embedded ones
+//!    from SQL), counted up to `exact_max + 1`:
 //!    - at most `exact_max` → an exact cosine scan over their texts' vectors: no
 //!      candidate is ever lost to the approximate index;
 //!    - more → HNSW over every text with a raised `ef_search`, the nearest texts'
@@ -54,8 +54,10 @@ pub struct SemanticReport {
     pub ranking: &'static str,
     /// Why that ranking.
     pub reason: String,
-    /// Candidates the filter matched, counted up to `exact_max + 1` (so that
-    /// value means "more than the threshold"); absent without a filter.
+    /// Candidates the filter matched (a SQL filter counts only the events that
+    /// have a vector; the search index counts every match), counted up to
+    /// `exact_max + 1` (so that value means "more than the threshold"); absent
+    /// without a filter.
     pub candidates: Option<u64>,
     /// Nearest texts the HNSW search fetched (HNSW only).
     pub neighbourhood: Option<u32>,

@@ -206,8 +206,9 @@ pub enum Candidates {
     Search,
     /// The events matching a SQL filter.
     Sql {
-        /// `(ts, id)` of the matching events, `LIMIT` the last placeholder (one past
-        /// `params`), which the executor binds to its exact-scan threshold + 1.
+        /// `(ts, id)` of the matching events that have a vector, `LIMIT` the last
+        /// placeholder (one past `params`), which the executor binds to its
+        /// exact-scan threshold + 1.
         sql: String,
         /// Values for `sql`, without the limit.
         params: Vec<Param>,
@@ -608,10 +609,13 @@ impl<'o> Compiler<'o> {
                 let mut recheck = Sql::new(2);
                 let recheck_conditions =
                     self.sql_conditions(entity, filter, time_conditions, &mut recheck)?;
-                steps.push("candidates: the events the SQL filter selects".into());
+                steps.push("candidates: the embedded events the SQL filter selects".into());
                 Candidates::Sql {
+                    // Only embedded events can be ranked, so the threshold counts
+                    // those; the join lets the planner start from the smaller side.
                     sql: format!(
-                        "SELECT e.ts, e.id FROM {} WHERE {} LIMIT {cap}",
+                        "SELECT e.ts, e.id FROM {} JOIN event_vectors v \
+                         ON v.event_id = e.id AND v.ts = e.ts WHERE {} LIMIT {cap}",
                         entity.from_sql(),
                         conditions.join(" AND ")
                     ),
