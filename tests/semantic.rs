@@ -263,7 +263,10 @@ async fn similar_to_finds_what_keywords_miss() {
         )
         .await;
     assert!(0 < embedded_on_host && embedded_on_host < on_host);
-    assert_eq!(capped["semantic"]["candidates"], embedded_on_host, "{capped}");
+    assert_eq!(
+        capped["semantic"]["candidates"], embedded_on_host,
+        "{capped}"
+    );
 
     // Many candidates (threshold 0 here): HNSW, every neighbour re-checked.
     let strict = env.serve_settings(&["--vectors=true", "--similar-exact-max=0"]);

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod decode;
+pub mod graph;
 pub mod model;
 pub mod search;
 pub mod store;
