@@ -3,6 +3,7 @@
 //! `/api/v1/fields`), described by the OpenAPI document at `/api/v1/openapi.json`.
 //! [`app`] builds the router so tests can drive it without a socket.
 
+pub mod graph;
 pub mod query;
 
 use std::fmt::Write as _;
@@ -133,6 +134,7 @@ fn documented() -> (
         .routes(routes!(query::explain))
         .routes(routes!(query::event))
         .routes(routes!(query::fields))
+        .routes(routes!(graph::blast_radius))
         .split_for_parts();
     doc.merge(status_doc);
     doc.merge(query_doc);

@@ -93,6 +93,10 @@ pub struct IngestSettings {
     /// Seconds in which a repeated Nats-Msg-Id is dropped.
     #[arg(long, env = "PALISADE_DUPLICATE_WINDOW_SECS", default_value_t = 120)]
     pub duplicate_window_secs: u64,
+
+    /// Hours a connection-graph edge lives without being seen again.
+    #[arg(long, env = "PALISADE_TOPOLOGY_WINDOW_HOURS", default_value_t = 168)]
+    pub topology_window_hours: u32,
 }
 
 impl IngestSettings {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use palisade_consumers::vectors::VectorStage;
 use palisade_consumers::{IngestMetrics, Pipeline};
+use palisade_core::graph::Topology;
 use palisade_core::search::SearchIndex;
 use palisade_core::store::Store;
 use palisade_schema::Maintenance;
@@ -35,12 +36,23 @@ pub async fn pipeline(
     let js = async_nats::jetstream::new(client);
     let config = ingest.ingest_config(conn.namespace());
     palisade_consumers::streams::ensure_streams(&js, &config).await?;
+    // Loaded before any projection runs, so no batch lands between the two.
+    let window = chrono::Duration::hours(i64::from(ingest.topology_window_hours.max(1)));
+    let topology = Topology::load(&pool, window, chrono::Utc::now())
+        .await
+        .context("loading the connection graph")?;
+    tracing::info!(
+        nodes = topology.size().nodes,
+        edges = topology.size().edges,
+        "connection graph loaded"
+    );
     Ok(Arc::new(Pipeline {
         js,
         store: Arc::new(Store::new(pool)),
         config,
         metrics: Arc::new(IngestMetrics::default()),
         vectors,
+        topology: Arc::new(topology),
     }))
 }
 
@@ -109,6 +121,7 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
         maintenance,
         interval,
         (search.clone(), settings.retention.retention().events_days),
+        pipeline.topology.clone(),
         shutdown.clone(),
     )));
 
@@ -259,10 +272,15 @@ async fn maintain(
     maintenance: Maintenance,
     interval: Duration,
     (search, events_days): (Arc<SearchIndex>, Option<u32>),
+    topology: Arc<Topology>,
     shutdown: CancellationToken,
 ) {
     loop {
         search_retention(&search, events_days).await;
+        let aged = topology.prune(chrono::Utc::now());
+        if aged > 0 {
+            tracing::info!(edges = aged, "connection-graph edges aged out");
+        }
         match maintenance.run_once(&pool, chrono::Utc::now()).await {
             Ok(report) => {
                 if report.partitions_created > 0 || !report.partitions_dropped.is_empty() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::{Stream, StreamExt};
+use palisade_core::graph::Topology;
 use palisade_core::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,8 @@ pub struct Pipeline {
     pub metrics: Arc<IngestMetrics>,
     /// The vectors projection's embed stage; `None` when semantic hunting is off.
     pub vectors: Option<Arc<VectorStage>>,
+    /// The connection graph the connections projection keeps up to date.
+    pub topology: Arc<Topology>,
 }
 
 impl Pipeline {
@@ -43,6 +46,7 @@ impl Pipeline {
             metrics: self.metrics.clone(),
             publish_dead_letters: publish_dead_letters && !vectors,
             vectors: if vectors { self.vectors.clone() } else { None },
+            topology: (projection == Projection::Connections).then(|| self.topology.clone()),
         }
     }
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use palisade_core::graph::Topology;
+use palisade_core::model::{Connection, Decoded};
 use palisade_core::store::{row_id, Batch, DeadLetter, Store, StoreError, WriteSummary};
 use palisade_core::vectors::BatchVectors;
 use tracing::instrument;
@@ -33,6 +35,9 @@ pub struct Writer {
     /// written to `embedding_texts` and `event_vectors` instead of the projection
     /// tables.
     pub vectors: Option<Arc<VectorStage>>,
+    /// The connection graph, for the connections projection: its batches are
+    /// added once written.
+    pub topology: Option<Arc<Topology>>,
 }
 
 /// Exponential backoff from 100 ms to a ceiling.
@@ -70,6 +75,12 @@ impl Writer {
             None => None,
         };
         let vectors = vectors.as_ref();
+        // Taken before the write: a batch that fails is written again one message
+        // at a time, out of `decoded`.
+        let connections: Vec<Connection> = match &self.topology {
+            Some(_) => connections(&decoded.batch),
+            None => Vec::new(),
+        };
 
         let summary = match self
             .write_with_retry(slot, &decoded.batch, vectors, &decoded.ackers)
@@ -78,6 +89,9 @@ impl Writer {
             Ok(summary) => summary,
             Err(err) => self.write_one_by_one(slot, decoded, vectors, &err).await,
         };
+        if let Some(topology) = &self.topology {
+            topology.observe(connections.iter().map(Into::into));
+        }
         let labels = IngestMetrics::labels(self.projection.name());
         self.metrics
             .rows_written
@@ -267,4 +281,17 @@ impl Writer {
             }
         }
     }
+}
+
+/// The connection records of `batch`.
+fn connections(batch: &Batch) -> Vec<Connection> {
+    batch
+        .records
+        .iter()
+        .filter_map(|(_, decoded)| match decoded {
+            Decoded::Connections(records) => Some(records.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
 }

@@ -374,16 +374,14 @@ impl Inner {
 
     /// Adds one observation (or `count` of them, first and last seen).
     fn observe(&mut self, c: &Observation<'_>) {
-        let Some(local_port) = port(c.local_port) else {
-            return;
-        };
+        let local_port = port(c.local_port);
         self.own(c.local_ip, c.host);
         let remote = c
             .remote_ip
             .filter(|ip| !ip.is_empty())
             .zip(c.remote_port.and_then(port));
         let Some((remote_ip, remote_port)) = remote.filter(|_| c.status != "LISTEN") else {
-            if c.status == "LISTEN" {
+            if let Some(local_port) = local_port.filter(|_| c.status == "LISTEN") {
                 self.listening.insert((c.host.to_owned(), local_port));
                 let service = self.service(c.host, local_port);
                 if let Some(process) = c.process {
@@ -403,7 +401,8 @@ impl Inner {
             count: c.count,
             ports: Vec::new(),
         };
-        if self.listening.contains(&(c.host.to_owned(), local_port)) {
+        let served = local_port.filter(|p| self.listening.contains(&(c.host.to_owned(), *p)));
+        if let Some(local_port) = served {
             // The peer reached our service.
             let service = self.service(c.host, local_port);
             let peer = self.peer(remote_ip);
@@ -451,7 +450,7 @@ pub struct Observation<'a> {
     pub process: Option<&'a str>,
     /// Local address.
     pub local_ip: &'a str,
-    /// Local port.
+    /// Local port; negative for a client port that was not kept.
     pub local_port: i32,
     /// Remote address.
     pub remote_ip: Option<&'a str>,
@@ -669,6 +668,149 @@ impl Topology {
             nodes,
             edges,
         })
+    }
+}
+
+/// Risk evidence of one host: what makes reaching it matter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RiskEvidence {
+    /// Open critical vulnerabilities.
+    pub critical_cves: i64,
+    /// Open high vulnerabilities.
+    pub high_cves: i64,
+    /// Open critical or high vulnerabilities in a package a running process
+    /// belongs to (by the package the agent reports).
+    pub running_vulnerable: i64,
+    /// Alerts (Falco and other security events) since the cut-off.
+    pub recent_alerts: i64,
+}
+
+impl RiskEvidence {
+    /// One number to rank by: a running vulnerable binary outweighs anything on
+    /// disk, a critical CVE outweighs a few high ones, alerts add a little each.
+    pub fn score(&self) -> i64 {
+        self.running_vulnerable * 100
+            + self.critical_cves * 10
+            + self.high_cves * 3
+            + self.recent_alerts.min(100)
+    }
+}
+
+/// The risk evidence of `hosts` from PostgreSQL: open CVEs, running vulnerable
+/// packages and alerts since `alerts_since`.
+pub async fn risk_evidence(
+    pool: &sqlx::PgPool,
+    hosts: &[String],
+    alerts_since: DateTime<Utc>,
+) -> Result<HashMap<String, RiskEvidence>, sqlx::Error> {
+    let mut evidence: HashMap<String, RiskEvidence> = HashMap::new();
+    if hosts.is_empty() {
+        return Ok(evidence);
+    }
+    let cves: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT hv.host, \
+                count(DISTINCT hv.vulnerability_id) FILTER (WHERE hv.severity = 'critical'), \
+                count(DISTINCT hv.vulnerability_id) FILTER (WHERE hv.severity = 'high'), \
+                count(DISTINCT hv.vulnerability_id) FILTER (WHERE EXISTS ( \
+                    SELECT 1 FROM processes pr WHERE pr.host = hv.host \
+                    AND pr.stopped_at IS NULL AND pr.package = p.name)) \
+         FROM host_vulnerabilities hv JOIN packages p ON p.id = hv.package_id \
+         WHERE hv.host = ANY($1) AND hv.resolved_at IS NULL \
+           AND hv.severity IN ('critical', 'high') \
+         GROUP BY hv.host",
+    )
+    .bind(hosts)
+    .fetch_all(pool)
+    .await?;
+    for (host, critical, high, running) in cves {
+        let e = evidence.entry(host).or_default();
+        e.critical_cves = critical;
+        e.high_cves = high;
+        e.running_vulnerable = running;
+    }
+    let alerts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT host, count(*) FROM events \
+         WHERE host = ANY($1) AND ts >= $2 AND type IN ('falco_alert', 'malware_finding') \
+         GROUP BY host",
+    )
+    .bind(hosts)
+    .bind(alerts_since)
+    .fetch_all(pool)
+    .await?;
+    for (host, n) in alerts {
+        evidence.entry(host).or_default().recent_alerts = n;
+    }
+    Ok(evidence)
+}
+
+/// One aggregated row of the connections table.
+type ConnectionGroup = (
+    String,
+    Option<String>,
+    String,
+    i32,
+    Option<String>,
+    Option<i32>,
+    String,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    i64,
+);
+
+impl Topology {
+    /// The graph of the connections observed since `now - window`, from
+    /// PostgreSQL (the projection's table): what a restart starts from before the
+    /// topology projection resumes.
+    pub async fn load(
+        pool: &sqlx::PgPool,
+        window: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Topology, sqlx::Error> {
+        // Listening sockets by port; connections by endpoints, the local port
+        // kept only where it is a listening one (client ports are ephemeral).
+        let rows: Vec<ConnectionGroup> = sqlx::query_as(
+            "WITH recent AS (SELECT * FROM connections WHERE ts >= $1), \
+             listening AS (SELECT DISTINCT host, local_port FROM recent WHERE status = 'LISTEN') \
+             SELECT r.host, max(r.process), r.local_ip, \
+                    CASE WHEN r.status = 'LISTEN' OR l.host IS NOT NULL THEN r.local_port ELSE -1 END, \
+                    r.remote_ip, r.remote_port, \
+                    CASE WHEN r.status = 'LISTEN' THEN 'LISTEN' ELSE 'ESTABLISHED' END, \
+                    min(r.ts), max(r.ts), count(*) \
+             FROM recent r LEFT JOIN listening l ON l.host = r.host AND l.local_port = r.local_port \
+             GROUP BY 1, 3, 4, 5, 6, 7",
+        )
+        .bind(now - window)
+        .fetch_all(pool)
+        .await?;
+        let topology = Topology::new(window);
+        topology.observe(rows.iter().map(
+            |(
+                host,
+                process,
+                local_ip,
+                local_port,
+                remote_ip,
+                remote_port,
+                status,
+                first,
+                last,
+                count,
+            )| {
+                Observation {
+                    host,
+                    process: process.as_deref(),
+                    local_ip,
+                    local_port: *local_port,
+                    remote_ip: remote_ip.as_deref(),
+                    remote_port: *remote_port,
+                    status,
+                    first: *first,
+                    last: *last,
+                    count: u64::try_from(*count).unwrap_or(0),
+                }
+            },
+        ));
+        Ok(topology)
     }
 }
 

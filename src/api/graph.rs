@@ -1,0 +1,147 @@
+//! The connection graph API: `GET /api/v1/graph/blast-radius`.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use palisade_core::graph::{risk_evidence, Direction, GraphError, RiskEvidence};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::IntoParams;
+
+use super::query::rejection;
+use super::AppState;
+
+/// The most hops one blast radius walks.
+pub const MAX_DEPTH: u32 = 10;
+
+/// Alerts within this many hours count as recent risk evidence.
+const RECENT_ALERT_HOURS: i64 = 24;
+
+/// `GET /api/v1/graph/blast-radius` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct BlastRadiusParams {
+    /// Where to start: a host name, an IP address, or `host:port` (a service).
+    pub node: String,
+    /// Most connections to follow (default 3, at most 10).
+    pub depth: Option<u32>,
+    /// `outbound` (default: where an attacker could pivot) or `inbound` (what
+    /// depends on the node).
+    pub direction: Option<String>,
+    /// `json` (default), `dot` (Graphviz) or `mermaid`.
+    pub format: Option<String>,
+}
+
+/// Everything within `depth` connections of a node, each with its hop distance,
+/// one shortest path and its risk evidence (open critical/high CVEs, running
+/// vulnerable packages, alerts of the last 24 hours), most at risk first.
+#[utoipa::path(get, path = "/api/v1/graph/blast-radius", tag = "graph",
+    params(BlastRadiusParams),
+    responses(
+        (status = 200, description = "the blast radius (JSON, or text for dot and mermaid)", body = Object),
+        (status = 400, description = "bad depth, direction or format", body = super::query::ErrorDoc),
+        (status = 404, description = "no such node in the connection graph", body = super::query::ErrorDoc),
+        (status = 401, description = "no or unknown bearer token", body = super::query::ErrorDoc),
+        (status = 403, description = "token lacks the query scope", body = super::query::ErrorDoc)),
+    security(("bearer" = [])))]
+pub async fn blast_radius(
+    State(state): State<AppState>,
+    params: Result<Query<BlastRadiusParams>, QueryRejection>,
+) -> Response {
+    let Query(params) = match params {
+        Ok(p) => p,
+        Err(e) => return rejection(e.status(), e.body_text()),
+    };
+    let depth = params.depth.unwrap_or(3);
+    if depth == 0 || depth > MAX_DEPTH {
+        return rejection(
+            StatusCode::BAD_REQUEST,
+            format!("depth must be 1 to {MAX_DEPTH}, not {depth}"),
+        );
+    }
+    let direction = match params.direction.as_deref() {
+        None => Direction::Outbound,
+        Some(text) => match Direction::parse(text) {
+            Some(d) => d,
+            None => {
+                return rejection(
+                    StatusCode::BAD_REQUEST,
+                    format!("direction must be outbound or inbound, not {text:?}"),
+                )
+            }
+        },
+    };
+    let format = params.format.as_deref().unwrap_or("json");
+    if !matches!(format, "json" | "dot" | "mermaid") {
+        return rejection(
+            StatusCode::BAD_REQUEST,
+            format!("format must be json, dot or mermaid, not {format:?}"),
+        );
+    }
+    let now = Utc::now();
+    let topology = &state.pipeline.topology;
+    let radius = match topology.blast_radius(&params.node, depth, direction, now) {
+        Ok(radius) => radius,
+        Err(e @ GraphError::UnknownNode(_)) => {
+            return rejection(StatusCode::NOT_FOUND, e.to_string())
+        }
+    };
+    match format {
+        "dot" => return text(radius.to_dot()),
+        "mermaid" => return text(radius.to_mermaid()),
+        _ => {}
+    }
+    let mut hosts: Vec<String> = radius.nodes.iter().filter_map(|n| n.host.clone()).collect();
+    hosts.sort();
+    hosts.dedup();
+    let since = now - chrono::Duration::hours(RECENT_ALERT_HOURS);
+    let evidence = match risk_evidence(state.pipeline.store.pool(), &hosts, since).await {
+        Ok(evidence) => evidence,
+        Err(e) => {
+            tracing::warn!(error = %e, "risk evidence unavailable");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": format!("the database is unavailable: {e}")})),
+            )
+                .into_response();
+        }
+    };
+    let none = RiskEvidence::default();
+    let mut nodes: Vec<(i64, u32, Value)> = radius
+        .nodes
+        .iter()
+        .map(|node| {
+            let e = node
+                .host
+                .as_ref()
+                .and_then(|h| evidence.get(h))
+                .unwrap_or(&none);
+            let mut value = serde_json::to_value(node).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut value {
+                map.insert("risk".into(), json!(e.score()));
+                map.insert("evidence".into(), json!(e));
+            }
+            (e.score(), node.hops, value)
+        })
+        .collect();
+    // Most at risk first; nearer first among equals (the walk's order otherwise).
+    nodes.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let size = topology.size();
+    Json(json!({
+        "from": radius.from,
+        "direction": radius.direction,
+        "depth": radius.depth,
+        "nodes": nodes.into_iter().map(|(_, _, v)| v).collect::<Vec<_>>(),
+        "edges": radius.edges.iter().map(|(source, target, kind)| json!({
+            "source": source, "target": target, "kind": kind,
+        })).collect::<Vec<_>>(),
+        "graph": { "nodes": size.nodes, "edges": size.edges, "window_hours": topology.window().num_hours() },
+    }))
+    .into_response()
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
