@@ -160,7 +160,8 @@ pub fn app_state(
         max_stats_hits: api.query_max_stats_hits,
     };
     let mut engine =
-        crate::query::QueryEngine::new(pipeline.store.pool().clone(), search.clone(), limits);
+        crate::query::QueryEngine::new(pipeline.store.pool().clone(), search.clone(), limits)
+            .with_topology(pipeline.topology.clone());
     if let Some(stage) = &pipeline.vectors {
         engine = engine.with_semantic(settings.semantic.semantic_search(stage));
     }

@@ -221,6 +221,36 @@ async fn blast_radius_follows_connections_and_ranks_by_risk() {
         assert!(error["error"].as_str().is_some(), "{query}: {body}");
     }
 
+    // The same walk as an SRQL stage, through the query API.
+    let srql = |q: &str| {
+        Request::post("/api/v1/query")
+            .header("content-type", "application/json")
+            .body(Body::from(json!({ "q": q }).to_string()))
+            .unwrap()
+    };
+    let response = app
+        .clone()
+        .oneshot(srql("host:web-01 | blast_radius(depth:3) | limit:3"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let page: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(page["path"], "graph", "{page}");
+    assert_eq!(page["total"]["value"], 4, "{page}");
+    let rows = page["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0], out["nodes"][0], "the API's ranking");
+    assert!(page["next_cursor"].as_str().is_some(), "{page}");
+    let response = app
+        .clone()
+        .oneshot(srql("host:nowhere-01 | blast_radius()"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
     // A restart rebuilds the same graph from PostgreSQL.
     let before = reached(&out);
     drop(app);

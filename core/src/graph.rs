@@ -743,6 +743,74 @@ pub async fn risk_evidence(
     Ok(evidence)
 }
 
+/// A reached node with its risk: [`RiskEvidence::score`] of the host it is or
+/// runs on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AtRisk {
+    /// The node, its hops and path.
+    #[serde(flatten)]
+    pub reached: Reached,
+    /// Its host's score (0 for an outside address or a host without evidence).
+    pub risk: i64,
+    /// Its host's evidence.
+    pub evidence: RiskEvidence,
+}
+
+/// Why a ranked blast radius could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum AssessError {
+    /// The start node is not in the graph.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// The risk evidence could not be read.
+    #[error("reading risk evidence: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The blast radius of `from` with each node's risk evidence, most at risk first
+/// (nearer first among equals), and the radius itself for its edges and exports.
+pub async fn assess(
+    topology: &Topology,
+    pool: &sqlx::PgPool,
+    from: &str,
+    depth: u32,
+    direction: Direction,
+    now: DateTime<Utc>,
+) -> Result<(BlastRadius, Vec<AtRisk>), AssessError> {
+    let radius = topology.blast_radius(from, depth, direction, now)?;
+    let mut hosts: Vec<String> = radius.nodes.iter().filter_map(|n| n.host.clone()).collect();
+    hosts.sort();
+    hosts.dedup();
+    let evidence = risk_evidence(pool, &hosts, now - Duration::hours(RECENT_ALERT_HOURS)).await?;
+    let mut ranked: Vec<AtRisk> = radius
+        .nodes
+        .iter()
+        .map(|node| {
+            let evidence = node
+                .host
+                .as_ref()
+                .and_then(|h| evidence.get(h))
+                .cloned()
+                .unwrap_or_default();
+            AtRisk {
+                reached: node.clone(),
+                risk: evidence.score(),
+                evidence,
+            }
+        })
+        .collect();
+    // Stable: the walk's order (nearest, then by name) among equals.
+    ranked.sort_by(|a, b| {
+        b.risk
+            .cmp(&a.risk)
+            .then(a.reached.hops.cmp(&b.reached.hops))
+    });
+    Ok((radius, ranked))
+}
+
+/// Alerts within this many hours count as recent risk evidence.
+pub const RECENT_ALERT_HOURS: i64 = 24;
+
 /// One aggregated row of the connections table.
 type ConnectionGroup = (
     String,

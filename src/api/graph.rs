@@ -6,9 +6,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use palisade_core::graph::{risk_evidence, Direction, GraphError, RiskEvidence};
+use palisade_core::graph::{assess, AssessError, Direction, GraphError};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use utoipa::IntoParams;
 
 use super::query::rejection;
@@ -16,9 +16,6 @@ use super::AppState;
 
 /// The most hops one blast radius walks.
 pub const MAX_DEPTH: u32 = 10;
-
-/// Alerts within this many hours count as recent risk evidence.
-const RECENT_ALERT_HOURS: i64 = 24;
 
 /// `GET /api/v1/graph/blast-radius` parameters.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -80,26 +77,15 @@ pub async fn blast_radius(
             format!("format must be json, dot or mermaid, not {format:?}"),
         );
     }
-    let now = Utc::now();
     let topology = &state.pipeline.topology;
-    let radius = match topology.blast_radius(&params.node, depth, direction, now) {
-        Ok(radius) => radius,
-        Err(e @ GraphError::UnknownNode(_)) => {
+    let pool = state.pipeline.store.pool();
+    let now = Utc::now();
+    let (radius, ranked) = match assess(topology, pool, &params.node, depth, direction, now).await {
+        Ok(answer) => answer,
+        Err(e @ AssessError::Graph(GraphError::UnknownNode(_))) => {
             return rejection(StatusCode::NOT_FOUND, e.to_string())
         }
-    };
-    match format {
-        "dot" => return text(radius.to_dot()),
-        "mermaid" => return text(radius.to_mermaid()),
-        _ => {}
-    }
-    let mut hosts: Vec<String> = radius.nodes.iter().filter_map(|n| n.host.clone()).collect();
-    hosts.sort();
-    hosts.dedup();
-    let since = now - chrono::Duration::hours(RECENT_ALERT_HOURS);
-    let evidence = match risk_evidence(state.pipeline.store.pool(), &hosts, since).await {
-        Ok(evidence) => evidence,
-        Err(e) => {
+        Err(e @ AssessError::Database(_)) => {
             tracing::warn!(error = %e, "risk evidence unavailable");
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -108,32 +94,17 @@ pub async fn blast_radius(
                 .into_response();
         }
     };
-    let none = RiskEvidence::default();
-    let mut nodes: Vec<(i64, u32, Value)> = radius
-        .nodes
-        .iter()
-        .map(|node| {
-            let e = node
-                .host
-                .as_ref()
-                .and_then(|h| evidence.get(h))
-                .unwrap_or(&none);
-            let mut value = serde_json::to_value(node).unwrap_or(Value::Null);
-            if let Value::Object(map) = &mut value {
-                map.insert("risk".into(), json!(e.score()));
-                map.insert("evidence".into(), json!(e));
-            }
-            (e.score(), node.hops, value)
-        })
-        .collect();
-    // Most at risk first; nearer first among equals (the walk's order otherwise).
-    nodes.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    match format {
+        "dot" => return text(radius.to_dot()),
+        "mermaid" => return text(radius.to_mermaid()),
+        _ => {}
+    }
     let size = topology.size();
     Json(json!({
         "from": radius.from,
         "direction": radius.direction,
         "depth": radius.depth,
-        "nodes": nodes.into_iter().map(|(_, _, v)| v).collect::<Vec<_>>(),
+        "nodes": ranked,
         "edges": radius.edges.iter().map(|(source, target, kind)| json!({
             "source": source, "target": target, "kind": kind,
         })).collect::<Vec<_>>(),

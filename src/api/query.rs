@@ -200,6 +200,7 @@ pub(super) fn query_error(e: QueryError) -> Response {
             StatusCode::BAD_REQUEST
         }
         QueryError::NotYetExecutable(_) => StatusCode::NOT_IMPLEMENTED,
+        QueryError::NotFound(_) => StatusCode::NOT_FOUND,
         QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         QueryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         QueryError::Search(_) | QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

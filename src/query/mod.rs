@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use palisade_core::graph::{assess, AssessError, Direction, Topology};
 use palisade_core::search::{SearchIndex, SearchPage};
+use palisade_srql::ast::PivotDirection;
 use palisade_srql::{CompileOptions, Compiled, ExecPath, Output, Param, SearchSort, SrqlError};
 use serde::Serialize;
 use serde_json::Value;
@@ -78,6 +80,10 @@ pub enum QueryError {
     /// Parsed, but its execution arrives with a later feature.
     #[error("{0}")]
     NotYetExecutable(String),
+    /// The query names something that does not exist, e.g. a node the connection
+    /// graph does not hold.
+    #[error("{0}")]
+    NotFound(String),
     /// The query ran past the time limit.
     #[error("the query ran longer than {0:?}; narrow it (a time range, a host) and try again")]
     Timeout(Duration),
@@ -140,6 +146,7 @@ pub struct QueryEngine {
     index: Arc<SearchIndex>,
     limits: QueryLimits,
     semantic: Option<SemanticSearch>,
+    topology: Option<Arc<Topology>>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -166,7 +173,14 @@ impl QueryEngine {
             index,
             limits,
             semantic: None,
+            topology: None,
         }
+    }
+
+    /// Lets `blast_radius` run over `topology`.
+    pub fn with_topology(mut self, topology: Arc<Topology>) -> Self {
+        self.topology = Some(topology);
+        self
     }
 
     /// Lets `SIMILAR_TO` run, embedding its text with `semantic.embedder`.
@@ -267,7 +281,58 @@ impl QueryEngine {
                     semantic: Some(report),
                 })
             }
+            ExecPath::Graph => self.execute_blast_radius(compiled).await,
         }
+    }
+
+    /// `host:X | blast_radius(…)`: the ranked walk, one row per reached node.
+    async fn execute_blast_radius(&self, compiled: &Compiled) -> Result<QueryAnswer, QueryError> {
+        let query = compiled
+            .blast_radius
+            .as_ref()
+            .ok_or_else(|| QueryError::Internal("graph path without blast_radius".into()))?;
+        let topology = self.topology.as_ref().ok_or_else(|| {
+            QueryError::NotYetExecutable("this node keeps no connection graph".into())
+        })?;
+        let direction = match query.direction {
+            PivotDirection::Outbound => Direction::Outbound,
+            PivotDirection::Inbound => Direction::Inbound,
+        };
+        let (_, ranked) = assess(
+            topology,
+            &self.pool,
+            &query.node,
+            query.depth,
+            direction,
+            Utc::now(),
+        )
+        .await
+        .map_err(|e| match e {
+            AssessError::Graph(e) => QueryError::NotFound(e.to_string()),
+            AssessError::Database(e) => db_error(e),
+        })?;
+        let total = ranked.len() as u64;
+        let rows: Vec<Value> = ranked
+            .iter()
+            .skip(usize::try_from(compiled.offset).unwrap_or(usize::MAX))
+            .take(compiled.limit as usize + 1)
+            .map(|node| serde_json::to_value(node).unwrap_or(Value::Null))
+            .collect();
+        let more = rows.len() > compiled.limit as usize;
+        Ok(QueryAnswer {
+            entity: "graph".into(),
+            path: "graph",
+            columns: compiled.columns.clone(),
+            rows: rows.into_iter().take(compiled.limit as usize).collect(),
+            total: Total {
+                value: total,
+                relation: "eq",
+            },
+            took_ms: 0.0,
+            next_cursor: more.then(String::new),
+            partial: false,
+            semantic: None,
+        })
     }
 
     async fn execute_sql(&self, compiled: &Compiled) -> Result<QueryAnswer, QueryError> {

@@ -130,6 +130,36 @@ pub enum Stage {
         /// 1-based column of the stage.
         column: usize,
     },
+    /// `blast_radius(depth:N, direction:outbound|inbound)`: what the node the
+    /// filter names can reach over observed connections (or what reaches it).
+    BlastRadius {
+        /// Most connections to follow (default 3).
+        depth: u32,
+        /// `outbound` (default) or `inbound`.
+        direction: PivotDirection,
+        /// 1-based column of the stage.
+        column: usize,
+    },
+}
+
+/// Which way `blast_radius` walks the connection graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PivotDirection {
+    /// Where an attacker on the node could pivot to.
+    Outbound,
+    /// What depends on the node.
+    Inbound,
+}
+
+impl PivotDirection {
+    /// `outbound` or `inbound`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PivotDirection::Outbound => "outbound",
+            PivotDirection::Inbound => "inbound",
+        }
+    }
 }
 
 /// An aggregate of a stats stage.
@@ -273,6 +303,13 @@ impl fmt::Display for Stage {
                 Ok(())
             }
             Stage::SimilarTo { text, k, .. } => write!(f, "SIMILAR_TO({}, {k})", quote(text)),
+            Stage::BlastRadius {
+                depth, direction, ..
+            } => write!(
+                f,
+                "blast_radius(depth:{depth}, direction:{})",
+                direction.as_str()
+            ),
         }
     }
 }

@@ -12,7 +12,7 @@ use std::ops::Bound;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde::Serialize;
 
-use crate::ast::{AggregateFn, CompareOp, Expr, GroupKey, Query, Stage, Value};
+use crate::ast::{AggregateFn, CompareOp, Expr, GroupKey, PivotDirection, Query, Stage, Value};
 use crate::catalogue::{self, Entity, Field, FieldKind};
 use crate::error::{Limits, SrqlError};
 use crate::parser::parse_with;
@@ -55,6 +55,19 @@ pub enum ExecPath {
     /// `SIMILAR_TO`: embed the text, rank the filter's candidates (or every
     /// embedded event) by cosine similarity, then rows by key.
     Semantic,
+    /// `blast_radius`: a walk of the in-memory connection graph.
+    Graph,
+}
+
+/// A `blast_radius` stage, compiled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlastRadiusQuery {
+    /// The start: a host name, an address or `host:port`.
+    pub node: String,
+    /// Most connections to follow.
+    pub depth: u32,
+    /// Which way.
+    pub direction: PivotDirection,
 }
 
 /// A bound SQL parameter.
@@ -264,6 +277,8 @@ pub struct Compiled {
     pub offset: u64,
     /// `SIMILAR_TO`, when present (the path is then [`ExecPath::Semantic`]).
     pub similar: Option<SimilarTo>,
+    /// `blast_radius`, when present (the path is then [`ExecPath::Graph`]).
+    pub blast_radius: Option<BlastRadiusQuery>,
 }
 
 /// `[lower, upper)`, either end open.
@@ -304,6 +319,13 @@ impl<'o> Compiler<'o> {
     }
 
     fn compile(&self, query: &Query) -> Result<Compiled, SrqlError> {
+        if let Some(stage) = query
+            .stages
+            .iter()
+            .find(|s| matches!(s, Stage::BlastRadius { .. }))
+        {
+            return self.blast_radius(query, stage);
+        }
         let mut d = Directives::default();
         let filter = match &query.filter {
             Some(f) => self.lift(f.clone(), &mut d)?,
@@ -321,6 +343,7 @@ impl<'o> Compiler<'o> {
                 Stage::SimilarTo { text, k, column } => {
                     d.similar = Some((text.clone(), *k, *column));
                 }
+                Stage::BlastRadius { .. } => unreachable!("compiled on its own above"),
             }
         }
         let entity = d.entity.map_or(Entity::Events, |(e, _)| e);
@@ -373,6 +396,7 @@ impl<'o> Compiler<'o> {
             limit,
             offset: self.options.offset,
             similar: None,
+            blast_radius: None,
         };
 
         if search_path {
@@ -658,6 +682,102 @@ impl<'o> Compiler<'o> {
             rows_sql,
         });
         Ok(steps)
+    }
+
+    /// `host:NAME | blast_radius(…) [| limit:N]`: the node, the walk, the rows.
+    fn blast_radius(&self, query: &Query, stage: &Stage) -> Result<Compiled, SrqlError> {
+        let Stage::BlastRadius {
+            depth,
+            direction,
+            column,
+        } = stage
+        else {
+            unreachable!("called with the blast_radius stage")
+        };
+        let start = "one node to start from before `blast_radius`: `host:NAME`, \
+                     `host:10.0.0.5` or `host:\"db-01:5432\"`";
+        let node = match &query.filter {
+            Some(Expr::Field {
+                field,
+                value: Value::Word(node) | Value::Phrase(node),
+                ..
+            }) if field == "host" => node.clone(),
+            Some(other) => {
+                return Err(err(
+                    expr_column(other),
+                    start,
+                    "a filter other than one `host:` term",
+                ))
+            }
+            None => return Err(err(*column, start, "no filter")),
+        };
+        let mut limit = None;
+        for other in &query.stages {
+            match other {
+                Stage::BlastRadius { column: c, .. } if c == column => {}
+                Stage::Limit { rows } => limit = Some(*rows),
+                Stage::BlastRadius { column, .. } => {
+                    return Err(err(*column, "one `blast_radius` stage", "a second one"))
+                }
+                Stage::Sort { column, .. }
+                | Stage::Stats { column, .. }
+                | Stage::SimilarTo { column, .. } => {
+                    return Err(err(
+                        *column,
+                        "only `limit:` with `blast_radius` (its rows come most at risk first)",
+                        format!("`{other}`"),
+                    ))
+                }
+            }
+        }
+        let limit = self
+            .options
+            .limit
+            .or(limit)
+            .unwrap_or(self.options.default_limit)
+            .clamp(1, self.options.max_limit.max(1));
+        let columns: Vec<String> = [
+            "node", "kind", "host", "process", "hops", "path", "risk", "evidence",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        let steps = vec![
+            format!("start at {node:?} in the connection graph (a host, an address or host:port)"),
+            format!(
+                "walk {} connections up to {depth} hops (a service and the host it runs on \
+                 count as one hop), one shortest path per node",
+                direction.as_str()
+            ),
+            "risk evidence per host from PostgreSQL: open critical/high CVEs, running \
+             vulnerable packages, alerts of the last 24 hours"
+                .into(),
+            format!("rank most at risk first, nearer first among equals; first {limit}"),
+        ];
+        Ok(Compiled {
+            entity: Entity::Events,
+            ast: query.to_string(),
+            path: ExecPath::Graph,
+            plan: Plan { steps },
+            sql: String::new(),
+            params: Vec::new(),
+            count_sql: None,
+            count_params: Vec::new(),
+            count_cap: COUNT_CAP,
+            search: None,
+            search_sort: SearchSort::Score,
+            output: Output::Rows,
+            columns,
+            stats_order: None,
+            limit,
+            offset: self.options.offset,
+            similar: None,
+            blast_radius: Some(BlastRadiusQuery {
+                node,
+                depth: *depth,
+                direction: *direction,
+            }),
+        })
     }
 
     /// Lifts `in:`, `time:`, `today`, `sort:`, `limit:` and `stats:` out of the filter.
@@ -1633,6 +1753,15 @@ fn dynamic_attribute(entity: Entity, field: &str) -> Option<&str> {
 
 /// `SIMILAR_TO` ranks events by meaning: it needs events, and neither stats nor a
 /// `sort:` of its own.
+/// The column where `expr` starts.
+fn expr_column(expr: &Expr) -> usize {
+    match expr {
+        Expr::And(parts) | Expr::Or(parts) => parts.first().map_or(1, expr_column),
+        Expr::Not(inner) => expr_column(inner).saturating_sub(1).max(1),
+        Expr::Text { column, .. } | Expr::Field { column, .. } => *column,
+    }
+}
+
 fn check_similar(entity: Entity, d: &Directives, column: usize) -> Result<(), SrqlError> {
     if !entity.is_event() {
         return Err(err(

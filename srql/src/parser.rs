@@ -14,13 +14,15 @@
 //! list       = "(" item ( "," item )* ")"
 //! range      = "[" item "," item "]"
 //! item       = phrase | atom
-//! stage      = sort | limit | stats | similar_to
+//! stage      = sort | limit | stats | similar_to | blast_radius
 //! sort       = "sort:" field ( ":" ( "asc" | "desc" ) )?
 //! limit      = "limit:" digits
 //! stats      = "stats:" phrase | "stats" aggregate ( "," aggregate )* ( "by" key ( "," key )* )?
 //! aggregate  = ( "count" | "sum" | "avg" | "min" | "max" ) "(" field? ")" ( "as" name )?
 //! key        = "bucket(" field "," width ")" | field                 -- width: 15m, 1h, 1d
 //! similar_to = "SIMILAR_TO(" phrase ( "," digits )? ")"        -- k from 1 to 1000, default 50
+//! blast_radius = "blast_radius(" ( option ( "," option )* )? ")"
+//! option     = "depth:" digits | "direction:" ( "outbound" | "inbound" )  -- depth 1 to 10, default 3
 //! phrase     = '"' ( [^"\\] | "\\" any )* '"'
 //! word       = [^ whitespace ( ) | "]+
 //! atom       = [^ whitespace ( ) [ ] , | "]+
@@ -37,8 +39,13 @@ use nom::combinator::{cut, opt};
 use nom::error::{ErrorKind, ParseError};
 use nom::{IResult, Parser};
 
-use crate::ast::{Aggregate, AggregateFn, CompareOp, Expr, GroupKey, Query, Stage, Value};
+use crate::ast::{
+    Aggregate, AggregateFn, CompareOp, Expr, GroupKey, PivotDirection, Query, Stage, Value,
+};
 use crate::error::{Limits, SrqlError};
+
+/// Most hops `blast_radius(depth:N)` may walk.
+pub const MAX_BLAST_DEPTH: u32 = 10;
 
 /// Most neighbours `SIMILAR_TO("…", k)` may ask for.
 pub const MAX_NEIGHBOURS: u32 = 1000;
@@ -349,7 +356,7 @@ impl<'s> Grammar<'s> {
         }
     }
 
-    /// stage = sort | limit | stats | similar_to
+    /// stage = sort | limit | stats | similar_to | blast_radius
     fn stage(&self, input: &'s str) -> Res<'s, Stage> {
         let column = self.column(input);
         if let Ok((rest, _)) = tag::<_, _, PErr>("sort:").parse(input) {
@@ -436,7 +443,63 @@ impl<'s> Grammar<'s> {
             };
             return Ok((rest, Stage::SimilarTo { text, k, column }));
         }
-        failure(input, "a stage: sort:, limit:, stats or SIMILAR_TO(…)")
+        if let Ok((rest, _)) = tag::<_, _, PErr>("blast_radius(").parse(input) {
+            return self.blast_radius(rest, column);
+        }
+        failure(
+            input,
+            "a stage: sort:, limit:, stats, SIMILAR_TO(…) or blast_radius(…)",
+        )
+    }
+
+    /// The options of `blast_radius(` up to its `)`.
+    fn blast_radius(&self, input: &'s str, column: usize) -> Res<'s, Stage> {
+        let (mut rest, _) = multispace0(input)?;
+        let (mut depth, mut direction) = (None, None);
+        while !rest.starts_with(')') {
+            if depth.is_some() || direction.is_some() {
+                let Some(r) = rest.strip_prefix(',') else {
+                    return failure(rest, "`,` or `)` to close `blast_radius(`");
+                };
+                (rest, _) = multispace0(r)?;
+            }
+            if let Some(r) = rest.strip_prefix("depth:") {
+                if depth.is_some() {
+                    return failure(rest, "each option once");
+                }
+                let (r, n) = digit1(r)
+                    .or_else(|_: nom::Err<PErr>| failure(r, "a number of hops after `depth:`"))?;
+                match n.parse::<u32>() {
+                    Ok(d @ 1..=MAX_BLAST_DEPTH) => depth = Some(d),
+                    _ => return failure(&rest[6..], "a depth from 1 to 10"),
+                }
+                rest = r;
+            } else if let Some(r) = rest.strip_prefix("direction:") {
+                if direction.is_some() {
+                    return failure(rest, "each option once");
+                }
+                let (r, way) = alt((tag("outbound"), tag("inbound"))).parse(r).or_else(
+                    |_: nom::Err<PErr>| failure(r, "`outbound` or `inbound` after `direction:`"),
+                )?;
+                direction = Some(if way == "inbound" {
+                    PivotDirection::Inbound
+                } else {
+                    PivotDirection::Outbound
+                });
+                rest = r;
+            } else {
+                return failure(rest, "`depth:`, `direction:` or `)` in `blast_radius(…)`");
+            }
+            (rest, _) = multispace0(rest)?;
+        }
+        Ok((
+            &rest[1..],
+            Stage::BlastRadius {
+                depth: depth.unwrap_or(3),
+                direction: direction.unwrap_or(PivotDirection::Outbound),
+                column,
+            },
+        ))
     }
 
     /// aggregate ( "," aggregate )* ( "by" key ( "," key )* )?

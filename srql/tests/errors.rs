@@ -103,6 +103,35 @@ error_case!(
 error_case!(parse_similar_to_unclosed, r#"| SIMILAR_TO("x""#);
 error_case!(parse_similar_to_k_zero, r#"| SIMILAR_TO("x", 0)"#);
 error_case!(
+    parse_blast_radius_depth_zero,
+    r#"host:web-01 | blast_radius(depth:0)"#
+);
+error_case!(
+    parse_blast_radius_bad_direction,
+    r#"host:web-01 | blast_radius(direction:sideways)"#
+);
+error_case!(
+    parse_blast_radius_unknown_option,
+    r#"host:web-01 | blast_radius(hops:2)"#
+);
+error_case!(
+    parse_blast_radius_option_twice,
+    r#"host:web-01 | blast_radius(depth:2, depth:3)"#
+);
+error_case!(
+    parse_blast_radius_unclosed,
+    r#"host:web-01 | blast_radius(depth:2"#
+);
+error_case!(blast_radius_without_start, r#"| blast_radius(depth:2)"#);
+error_case!(
+    blast_radius_from_two_nodes,
+    r#"host:web-01 OR host:web-02 | blast_radius()"#
+);
+error_case!(
+    blast_radius_with_sort,
+    r#"host:web-01 | blast_radius() | sort:hops"#
+);
+error_case!(
     parse_too_deep_parens,
     format!("{}a{}", "(".repeat(40), ")".repeat(40))
 );

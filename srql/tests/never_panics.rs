@@ -39,6 +39,12 @@ fn check_params(source: &str, c: &Compiled) -> Result<(), TestCaseError> {
     let used = placeholders(&c.sql);
     let first = match c.path {
         ExecPath::Sql => 1,
+        ExecPath::Graph => {
+            // No SQL at all: the walk runs in memory.
+            prop_assert!(c.sql.is_empty() && c.params.is_empty(), "`{source}`");
+            prop_assert!(c.blast_radius.is_some(), "`{source}`");
+            return Ok(());
+        }
         ExecPath::Search | ExecPath::Semantic => {
             prop_assert!(
                 used.contains(&1) && used.contains(&2),
@@ -252,6 +258,9 @@ fn tokens() -> Vec<String> {
         "1h",
         "1d",
         "SIMILAR_TO(",
+        "blast_radius(",
+        "depth:",
+        "direction:inbound",
         "sort:",
         "limit:",
         "stats:",
@@ -329,6 +338,7 @@ fn structured() -> impl Strategy<Value = String> {
         Just("stats count() by host".to_owned()),
         Just("sort:count:desc".to_owned()),
         Just("SIMILAR_TO(\"zq text\", 5)".to_owned()),
+        Just("blast_radius(depth:2, direction:inbound)".to_owned()),
     ];
     (
         prop::option::of(prop::sample::select(values()[..8].to_vec())),
