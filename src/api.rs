@@ -4,6 +4,7 @@
 //! [`app`] builds the router so tests can drive it without a socket.
 
 pub mod graph;
+pub mod incidents;
 pub mod query;
 
 use std::fmt::Write as _;
@@ -135,6 +136,8 @@ fn documented() -> (
         .routes(routes!(query::event))
         .routes(routes!(query::fields))
         .routes(routes!(graph::blast_radius))
+        .routes(routes!(incidents::incidents))
+        .routes(routes!(incidents::vulns))
         .split_for_parts();
     doc.merge(status_doc);
     doc.merge(query_doc);

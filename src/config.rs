@@ -318,6 +318,10 @@ pub struct ServeSettings {
     /// Semantic hunting.
     #[command(flatten)]
     pub semantic: SemanticSettings,
+
+    /// Remediation of P0 incidents (AWX).
+    #[command(flatten)]
+    pub remediation: crate::remediation::RemediationSettings,
 }
 
 /// The HTTP query API: who may call it and how much one request may cost.

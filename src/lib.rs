@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod fixtures;
 pub mod query;
+pub mod remediation;
 pub mod server;
 pub mod status;
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use palisade_consumers::correlation::Correlator;
 use palisade_consumers::vectors::VectorStage;
 use palisade_consumers::{IngestMetrics, Pipeline};
 use palisade_core::graph::Topology;
@@ -46,13 +47,20 @@ pub async fn pipeline(
         edges = topology.size().edges,
         "connection graph loaded"
     );
+    let store = Arc::new(Store::new(pool));
+    let correlator = Arc::new(Correlator::new(
+        js.clone(),
+        store.clone(),
+        config.namespace.clone(),
+    ));
     Ok(Arc::new(Pipeline {
         js,
-        store: Arc::new(Store::new(pool)),
+        store,
         config,
         metrics: Arc::new(IngestMetrics::default()),
         vectors,
         topology: Arc::new(topology),
+        correlator,
     }))
 }
 
@@ -90,6 +98,7 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
     }
     // Load the model first: a missing model fails start-up before anything runs.
     let vectors = settings.semantic.vector_stage()?;
+    let launcher = settings.remediation.launcher()?;
     let pipeline = pipeline(&conn, &settings.ingest, vectors).await?;
     // Bind first: a taken port fails start-up before any consumer runs.
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
@@ -100,6 +109,12 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
 
+    if let Some(launcher) = launcher {
+        let (sender, incidents) = tokio::sync::mpsc::unbounded_channel();
+        pipeline.correlator.set_remediation(sender);
+        // Ends when the pipeline (the sender's owner) is dropped.
+        tokio::spawn(launcher.run(pipeline.store.pool().clone(), incidents));
+    }
     for projection in pipeline.projections() {
         tasks.push(tokio::spawn(palisade_consumers::run_projection(
             pipeline.clone(),
@@ -121,7 +136,7 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
         maintenance,
         interval,
         (search.clone(), settings.retention.retention().events_days),
-        pipeline.topology.clone(),
+        (pipeline.topology.clone(), pipeline.correlator.clone()),
         shutdown.clone(),
     )));
 
@@ -273,7 +288,7 @@ async fn maintain(
     maintenance: Maintenance,
     interval: Duration,
     (search, events_days): (Arc<SearchIndex>, Option<u32>),
-    topology: Arc<Topology>,
+    (topology, correlator): (Arc<Topology>, Arc<Correlator>),
     shutdown: CancellationToken,
 ) {
     loop {
@@ -281,6 +296,10 @@ async fn maintain(
         let aged = topology.prune(chrono::Utc::now());
         if aged > 0 {
             tracing::info!(edges = aged, "connection-graph edges aged out");
+        }
+        // Catches up hosts whose pass after a batch failed, and nothing else.
+        if let Err(e) = correlator.full_pass().await {
+            tracing::warn!(error = %e, "correlation pass failed; will retry");
         }
         match maintenance.run_once(&pool, chrono::Utc::now()).await {
             Ok(report) => {

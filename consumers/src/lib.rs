@@ -16,6 +16,7 @@
 pub mod ack;
 pub mod batch;
 pub mod config;
+pub mod correlation;
 pub mod decode;
 pub mod dlq;
 pub mod metrics;

@@ -10,6 +10,7 @@ use palisade_core::graph::Topology;
 use palisade_core::store::Store;
 use tokio_util::sync::CancellationToken;
 
+use crate::correlation::Correlator;
 use crate::metrics::ConsumerLabels;
 use crate::projection::Binding;
 use crate::vectors::VectorStage;
@@ -31,6 +32,8 @@ pub struct Pipeline {
     pub vectors: Option<Arc<VectorStage>>,
     /// The connection graph the connections projection keeps up to date.
     pub topology: Arc<Topology>,
+    /// The running-vs-dormant pass after process and scan batches.
+    pub correlator: Arc<Correlator>,
 }
 
 impl Pipeline {
@@ -47,6 +50,8 @@ impl Pipeline {
             publish_dead_letters: publish_dead_letters && !vectors,
             vectors: if vectors { self.vectors.clone() } else { None },
             topology: (projection == Projection::Connections).then(|| self.topology.clone()),
+            correlator: matches!(projection, Projection::Processes | Projection::Vulns)
+                .then(|| self.correlator.clone()),
         }
     }
 

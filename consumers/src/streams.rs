@@ -23,17 +23,20 @@ pub enum StreamFamily {
     Logs,
     /// Dead letters: messages no decoder or writer could take, with the reason.
     DeadLetters,
+    /// Incidents Palisade raises (`incidents.p0`), for pagers and remediation.
+    Incidents,
 }
 
 impl StreamFamily {
-    /// Every stream, the dead letters last.
-    pub const ALL: [StreamFamily; 6] = [
+    /// Every stream, the outbound ones last.
+    pub const ALL: [StreamFamily; 7] = [
         StreamFamily::Security,
         StreamFamily::Telemetry,
         StreamFamily::Scan,
         StreamFamily::Topology,
         StreamFamily::Logs,
         StreamFamily::DeadLetters,
+        StreamFamily::Incidents,
     ];
 
     /// Stream name in the root namespace.
@@ -45,6 +48,7 @@ impl StreamFamily {
             StreamFamily::Topology => "PALISADE_TOPOLOGY",
             StreamFamily::Logs => "PALISADE_LOGS",
             StreamFamily::DeadLetters => "PALISADE_DLQ",
+            StreamFamily::Incidents => "PALISADE_INCIDENTS",
         }
     }
 
@@ -57,6 +61,7 @@ impl StreamFamily {
             StreamFamily::Topology => &["topology.>"],
             StreamFamily::Logs => &["logs.>"],
             StreamFamily::DeadLetters => &["dlq.>"],
+            StreamFamily::Incidents => &["incidents.>"],
         }
     }
 

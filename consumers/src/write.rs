@@ -12,6 +12,7 @@ use palisade_core::store::{row_id, Batch, DeadLetter, Store, StoreError, WriteSu
 use palisade_core::vectors::BatchVectors;
 use tracing::instrument;
 
+use crate::correlation::{self, Correlator};
 use crate::vectors::VectorStage;
 use crate::{ack, decode::DecodedBatch, dlq, IngestConfig, IngestMetrics, Projection};
 
@@ -38,6 +39,9 @@ pub struct Writer {
     /// The connection graph, for the connections projection: its batches are
     /// added once written.
     pub topology: Option<Arc<Topology>>,
+    /// The correlation stage, for the processes and vulns projections: run for
+    /// the hosts of each written batch.
+    pub correlator: Option<Arc<Correlator>>,
 }
 
 /// Exponential backoff from 100 ms to a ceiling.
@@ -81,6 +85,10 @@ impl Writer {
             Some(_) => connections(&decoded.batch),
             None => Vec::new(),
         };
+        let hosts = match &self.correlator {
+            Some(_) => correlation::hosts_of(&decoded.batch),
+            None => Vec::new(),
+        };
 
         let summary = match self
             .write_with_retry(slot, &decoded.batch, vectors, &decoded.ackers)
@@ -91,6 +99,9 @@ impl Writer {
         };
         if let Some(topology) = &self.topology {
             topology.observe(connections.iter().map(Into::into));
+        }
+        if let Some(correlator) = &self.correlator {
+            correlator.after_write(&hosts).await;
         }
         let labels = IngestMetrics::labels(self.projection.name());
         self.metrics

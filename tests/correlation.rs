@@ -1,0 +1,320 @@
+//! Running vs dormant end to end: process deltas and a real Trivy report published
+//! to JetStream, incidents correlated in PostgreSQL, P0s published on
+//! `incidents.p0`, and the AWX remediation hook launched against a local HTTP
+//! server that speaks AWX's job-template launch contract.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use common::{fixture, TestEnv};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const AWX_TOKEN: &str = "awx-test-token";
+const AWX_JOB: i64 = 4242;
+
+/// Launches the stand-in AWX received: (template id, body).
+type Launches = Arc<Mutex<Vec<(u64, Value)>>>;
+
+/// AWX's `POST /api/v2/job_templates/{id}/launch/`: bearer token required, 201
+/// with the new job's id.
+async fn launch(
+    State(launches): State<Launches>,
+    Path(template): Path<u64>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if auth != format!("Bearer {AWX_TOKEN}") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"detail": "Authentication credentials were not provided."})),
+        );
+    }
+    if body["extra_vars"].is_null() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"detail": "extra_vars missing"})),
+        );
+    }
+    launches.lock().unwrap().push((template, body));
+    (
+        StatusCode::CREATED,
+        Json(json!({"job": AWX_JOB, "id": AWX_JOB, "status": "pending", "type": "job"})),
+    )
+}
+
+async fn stand_in_awx() -> (String, Launches) {
+    let launches: Launches = Arc::default();
+    let app = Router::new()
+        .route("/api/v2/job_templates/{id}/launch/", post(launch))
+        .with_state(launches.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), launches)
+}
+
+fn processes(host: &str, ts: &str, started: Value, stopped: Value) -> String {
+    json!({"v": 1, "ts": ts, "host": host, "agent_id": format!("edge-{host}"),
+        "started": started, "stopped": stopped})
+    .to_string()
+}
+
+fn scan(host: &str, ts: &str, report: &Value) -> String {
+    json!({"v": 1, "ts": ts, "host": host, "agent_id": format!("edge-{host}"),
+        "target_kind": "host", "report": report})
+    .to_string()
+}
+
+async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
+    let response = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// (host, package, state, priority) of the open incidents, sorted.
+async fn open_incidents(env: &TestEnv) -> Vec<(String, String, String, String)> {
+    sqlx::query_as(
+        "SELECT i.host, p.name, i.state, i.priority FROM incidents i \
+         JOIN packages p ON p.id = i.package_id WHERE i.resolved_at IS NULL \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap()
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn row(host: &str, package: &str, state: &str, priority: &str) -> (String, String, String, String) {
+    (host.into(), package.into(), state.into(), priority.into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_vulnerable_packages_are_p0_and_launch_remediation() {
+    let env = TestEnv::new("correlation").await;
+    let (awx_url, launches) = stand_in_awx().await;
+    let settings = env.serve_settings(&[
+        &format!("--awx-url={awx_url}"),
+        "--awx-job-template=7",
+        &format!("--awx-token={AWX_TOKEN}"),
+    ]);
+    let running = palisade::server::start(env.connections(), settings.clone())
+        .await
+        .unwrap();
+    let mut p0s = env
+        .client
+        .subscribe(env.connections().namespace().subject("incidents.p0"))
+        .await
+        .unwrap();
+    let ts =
+        |minutes: i64| (chrono::Utc::now() - chrono::Duration::minutes(60 - minutes)).to_rfc3339();
+
+    // db-01 runs musl (the agent names the package) and a binary named after
+    // musl-utils (matched by name); web-01 has the same image and runs neither.
+    env.publish(
+        "telemetry.processes.edge",
+        processes(
+            "db-01",
+            &ts(0),
+            json!([
+                {"pid": 100, "ppid": 1, "exe": "/usr/lib/postgresql/bin/postgres",
+                 "cmdline": "postgres -D /var/lib/postgresql", "user": "postgres", "package": "musl"},
+                {"pid": 200, "ppid": 1, "exe": "/usr/bin/musl-utils", "cmdline": "musl-utils --version",
+                 "user": "root"},
+                {"pid": 300, "ppid": 1, "exe": "/usr/sbin/crond", "cmdline": "crond -f", "user": "root"}]),
+            json!([]),
+        ),
+    )
+    .await;
+    let report: Value = serde_json::from_str(&fixture("trivy/alpine-39.json")).unwrap();
+    for host in ["db-01", "web-01"] {
+        env.publish("scan.trivy.results", scan(host, &ts(1), &report))
+            .await;
+    }
+    wait_until("four incidents", || async {
+        open_incidents(&env).await.len() == 4
+    })
+    .await;
+    assert_eq!(
+        open_incidents(&env).await,
+        vec![
+            row("db-01", "musl", "running", "P0"),
+            row("db-01", "musl-utils", "running", "P0"),
+            row("web-01", "musl", "dormant", "scheduled"),
+            row("web-01", "musl-utils", "dormant", "scheduled"),
+        ]
+    );
+    let evidence: Vec<Value> = sqlx::query_scalar(
+        "SELECT i.evidence FROM incidents i JOIN packages p ON p.id = i.package_id \
+         WHERE i.host = 'db-01' ORDER BY p.name",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(evidence[0][0]["pid"], 100);
+    assert_eq!(evidence[0][0]["matched_by"], "package");
+    assert_eq!(evidence[1][0]["pid"], 200);
+    assert_eq!(evidence[1][0]["matched_by"], "name");
+
+    // Each new P0 is published once and launches the AWX template with the host.
+    let mut published = Vec::new();
+    for _ in 0..2 {
+        let message = tokio::time::timeout(Duration::from_secs(10), p0s.next())
+            .await
+            .expect("a P0 on incidents.p0")
+            .unwrap();
+        published.push(serde_json::from_slice::<Value>(&message.payload).unwrap());
+    }
+    assert!(
+        published.iter().all(|p| p["host"] == "db-01"),
+        "{published:?}"
+    );
+    assert!(published
+        .iter()
+        .all(|p| p["vulnerability_id"] == "CVE-2019-14697"));
+    wait_until("two remediation jobs recorded", || async {
+        env.count(&format!(
+            "SELECT count(*) FROM incidents WHERE remediation_job = {AWX_JOB}"
+        ))
+        .await
+            == 2
+    })
+    .await;
+    {
+        let launches = launches.lock().unwrap();
+        assert_eq!(launches.len(), 2);
+        assert!(launches.iter().all(|(template, body)| *template == 7
+            && body["extra_vars"]["palisade_host"] == "db-01"
+            && body["extra_vars"]["palisade_cve"] == "CVE-2019-14697"));
+    }
+
+    // The API: running and dormant findings, incidents, mistakes.
+    let app = palisade::api::app(palisade::server::app_state(
+        &running.pipeline,
+        env.connections().namespace(),
+        &running.search,
+        &settings,
+    ));
+    let (status, body) = get(&app, "/api/v1/vulns?state=running").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["count"], 2);
+    assert!(body["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["host"] == "db-01" && i["priority"] == "P0"));
+    let (_, dormant) = get(&app, "/api/v1/vulns?state=dormant&host=web-01").await;
+    assert_eq!(dormant["count"], 2);
+    let (_, all) = get(&app, "/api/v1/incidents").await;
+    assert_eq!(all["count"], 4);
+    assert_eq!(all["incidents"][0]["priority"], "P0", "P0 first");
+    assert_eq!(all["incidents"][0]["remediation_job"], AWX_JOB);
+    for bad in [
+        "/api/v1/vulns?state=sleeping",
+        "/api/v1/incidents?status=maybe",
+        "/api/v1/incidents?limit=0",
+    ] {
+        let (status, body) = get(&app, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(body["error"].as_str().is_some(), "{bad}: {body}");
+    }
+
+    // musl stops on db-01: dormant, scheduled. It starts again: P0 again, published
+    // and remediated again.
+    env.publish(
+        "telemetry.processes.edge",
+        processes(
+            "db-01",
+            &ts(2),
+            json!([]),
+            json!([{"pid": 100, "ts": ts(2)}]),
+        ),
+    )
+    .await;
+    wait_until("musl dormant on db-01", || async {
+        open_incidents(&env).await[0] == row("db-01", "musl", "dormant", "scheduled")
+    })
+    .await;
+    assert_eq!(
+        open_incidents(&env).await[1],
+        row("db-01", "musl-utils", "running", "P0")
+    );
+    env.publish(
+        "telemetry.processes.edge",
+        processes(
+            "db-01",
+            &ts(3),
+            json!([{"pid": 101, "ppid": 1, "exe": "/usr/lib/postgresql/bin/postgres",
+                    "cmdline": "postgres", "user": "postgres", "package": "musl"}]),
+            json!([]),
+        ),
+    )
+    .await;
+    let again = tokio::time::timeout(Duration::from_secs(10), p0s.next())
+        .await
+        .expect("the re-escalation on incidents.p0")
+        .unwrap();
+    let again: Value = serde_json::from_slice(&again.payload).unwrap();
+    assert_eq!(
+        (again["host"].as_str(), again["package"].as_str()),
+        (Some("db-01"), Some("musl"))
+    );
+    assert_eq!(again["evidence"][0]["pid"], 101);
+    wait_until("a third launch", || async {
+        launches.lock().unwrap().len() == 3
+    })
+    .await;
+
+    // web-01 is patched: a later scan without the findings resolves its incidents.
+    let mut patched = report.clone();
+    for result in patched["Results"].as_array_mut().unwrap() {
+        result["Vulnerabilities"] = json!([]);
+    }
+    env.publish("scan.trivy.results", scan("web-01", &ts(4), &patched))
+        .await;
+    wait_until("web-01's incidents resolved", || async {
+        open_incidents(&env).await.len() == 2
+    })
+    .await;
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM incidents WHERE host = 'web-01' AND resolved_at IS NOT NULL"
+        )
+        .await,
+        2
+    );
+    drop(app);
+    running.stop().await;
+    env.cleanup().await;
+}
