@@ -1,9 +1,9 @@
 //! Running-vs-dormant correlation benchmark (issue 5): one full pass over a fleet
 //! of `BENCH_HOSTS` hosts (default 1,000) × `BENCH_PACKAGES` installed packages each
 //! (default 500), `BENCH_VULNERABLE_PERCENT` of them vulnerable (default 5, each
-//! with one to three critical or high CVEs), and 150 live processes per host, a
-//! fifth of them belonging to one of the host's vulnerable packages (by the package
-//! the agent reports, or by executable name).
+//! with two critical or high CVEs), and 150 live processes per host, ten of them
+//! belonging to one of the host's vulnerable packages (by the package the agent
+//! reports, or by executable name).
 //!
 //! The fleet is written with `generate_series` straight into the tables the vulns
 //! and processes projections keep; then `correlate` runs over every host three
@@ -75,15 +75,15 @@ async fn main() {
              WHERE substr(p.name, 5)::int % $2 = 0",
             vec![hosts, every],
         ),
-        // 150 processes per host: 30 of a vulnerable package (half reported by the
-        // agent, half found by executable name), 120 of other packages.
+        // 150 processes per host: 10 of a vulnerable package (half reported by the
+        // agent, half found by executable name), 140 of other packages.
         (
             "INSERT INTO processes (host, pid, started_at, ppid, exe, cmdline, user_name, package) \
              SELECT 'host-' || h, 1000 + n, now() - interval '1 hour', 1, \
                     '/usr/bin/pkg-' || pk, 'pkg-' || pk || ' --serve', 'root', \
                     CASE WHEN n % 2 = 0 THEN 'pkg-' || pk END \
              FROM generate_series(0, $1 - 1) h, generate_series(0, 149) n, \
-                  LATERAL (SELECT CASE WHEN n < 30 \
+                  LATERAL (SELECT CASE WHEN n < 10 \
                       THEN ((h + n) * $2) % $3 \
                       ELSE ((h + n) * $2 + 1) % $3 END AS pk) k",
             vec![hosts, every, packages],
@@ -123,7 +123,7 @@ async fn main() {
         if pass.starts_with("third") {
             sqlx::query(
                 "UPDATE processes SET stopped_at = now() \
-                 WHERE substr(host, 6)::int % 10 = 0 AND pid < 1030",
+                 WHERE substr(host, 6)::int % 10 = 0 AND pid < 1010",
             )
             .execute(&pool)
             .await

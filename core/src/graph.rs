@@ -27,7 +27,7 @@ use std::sync::RwLock;
 
 use chrono::{DateTime, Duration, Utc};
 use petgraph::stable_graph::{EdgeIndex, NodeIndex, StableDiGraph};
-use petgraph::visit::EdgeRef;
+use petgraph::visit::{EdgeRef, NodeIndexable};
 use serde::Serialize;
 
 use crate::model::Connection;
@@ -587,35 +587,50 @@ impl Topology {
             Direction::Inbound => petgraph::Direction::Incoming,
         };
         // 0-1 breadth-first: runs-on edges cost no hop, so they go to the front.
-        let mut hops: HashMap<NodeIndex, u32> = HashMap::from([(start, 0)]);
-        let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+        // Per-node state in vectors indexed by node: no hashing on the hot path.
+        const UNSEEN: u32 = u32::MAX;
+        let bound = inner.graph.node_bound();
+        let mut hops = vec![UNSEEN; bound];
+        let mut parent: Vec<Option<NodeIndex>> = vec![None; bound];
+        let mut done = vec![false; bound];
+        hops[start.index()] = 0;
         let mut order: Vec<NodeIndex> = Vec::new();
         let mut queue = VecDeque::from([start]);
-        let mut done: HashSet<NodeIndex> = HashSet::new();
         while let Some(node) = queue.pop_front() {
-            if !done.insert(node) {
+            if std::mem::replace(&mut done[node.index()], true) {
                 continue;
             }
             if node != start {
                 order.push(node);
             }
-            let here = hops[&node];
+            let here = hops[node.index()];
+            // At the last hop only runs-on edges (no hop) can still be followed, and
+            // only services have them outbound, only hosts inbound: skip the rest of
+            // the frontier's edges, most of the walk's memory traffic.
+            let has_runs_on = matches!(
+                (&inner.graph[node].key, way),
+                (NodeKey::Service { .. }, petgraph::Direction::Outgoing)
+                    | (NodeKey::Host(_), petgraph::Direction::Incoming)
+            );
+            if here == depth && !has_runs_on {
+                continue;
+            }
             for edge in inner.graph.edges_directed(node, way) {
                 let info = edge.weight();
-                if info.kind == EdgeKind::ConnectsTo && info.last_seen < cutoff {
+                let cost = u32::from(info.kind == EdgeKind::ConnectsTo);
+                let reach = here + cost;
+                if reach > depth || (cost == 1 && info.last_seen < cutoff) {
                     continue;
                 }
                 let next = match way {
                     petgraph::Direction::Outgoing => edge.target(),
                     petgraph::Direction::Incoming => edge.source(),
                 };
-                let cost = u32::from(info.kind == EdgeKind::ConnectsTo);
-                let reach = here + cost;
-                if reach > depth || hops.get(&next).is_some_and(|h| *h <= reach) {
+                if hops[next.index()] <= reach {
                     continue;
                 }
-                hops.insert(next, reach);
-                parent.insert(next, node);
+                hops[next.index()] = reach;
+                parent[next.index()] = Some(node);
                 if cost == 0 {
                     queue.push_front(next);
                 } else {
@@ -623,34 +638,42 @@ impl Topology {
                 }
             }
         }
-        let name = |n: NodeIndex| inner.graph[n].key.to_string();
+        // Each reached node's name, made once.
+        let mut names: HashMap<NodeIndex, String> = HashMap::with_capacity(order.len() + 1);
+        names.insert(start, inner.graph[start].key.to_string());
+        for &n in &order {
+            names.insert(n, inner.graph[n].key.to_string());
+        }
+        let name = |n: NodeIndex| names[&n].clone();
         let mut nodes: Vec<Reached> = order
             .iter()
             .map(|&n| {
-                let mut path = vec![n];
-                while let Some(p) = parent.get(path.last().unwrap_or(&start)) {
-                    path.push(*p);
+                let mut path = vec![name(n)];
+                let mut at = n;
+                while let Some(p) = parent[at.index()] {
+                    path.push(name(p));
+                    at = p;
                 }
                 path.reverse();
                 let info = &inner.graph[n];
                 Reached {
-                    node: info.key.to_string(),
+                    node: name(n),
                     kind: info.key.kind(),
                     host: info.key.host().map(str::to_owned),
                     process: info.process.clone(),
-                    hops: hops[&n],
-                    path: path.into_iter().map(name).collect(),
+                    hops: hops[n.index()],
+                    path,
                 }
             })
             .collect();
         nodes.sort_by(|a, b| a.hops.cmp(&b.hops).then_with(|| a.node.cmp(&b.node)));
-        let reached: HashSet<NodeIndex> = hops.keys().copied().collect();
-        let mut edges: Vec<(String, String, EdgeKind)> = parent
+        let mut edges: Vec<(String, String, EdgeKind)> = order
             .iter()
-            .map(|(child, parent)| {
+            .filter_map(|&child| parent[child.index()].map(|p| (p, child)))
+            .map(|(parent, child)| {
                 let (a, b) = match way {
-                    petgraph::Direction::Outgoing => (*parent, *child),
-                    petgraph::Direction::Incoming => (*child, *parent),
+                    petgraph::Direction::Outgoing => (parent, child),
+                    petgraph::Direction::Incoming => (child, parent),
                 };
                 let kind = inner
                     .edges
@@ -660,7 +683,6 @@ impl Topology {
             })
             .collect();
         edges.sort_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
-        debug_assert!(edges.len() < reached.len());
         Ok(BlastRadius {
             from: name(start),
             direction,
