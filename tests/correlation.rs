@@ -95,8 +95,7 @@ async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
 /// (host, package, state, priority) of the open incidents, sorted.
 async fn open_incidents(env: &TestEnv) -> Vec<(String, String, String, String)> {
     sqlx::query_as(
-        "SELECT i.host, p.name, i.state, i.priority FROM incidents i \
-         JOIN packages p ON p.id = i.package_id WHERE i.resolved_at IS NULL \
+        "SELECT host, package, state, priority FROM incidents WHERE resolved_at IS NULL \
          ORDER BY 1, 2",
     )
     .fetch_all(&env.pool)
@@ -175,13 +174,11 @@ async fn running_vulnerable_packages_are_p0_and_launch_remediation() {
             row("web-01", "musl-utils", "dormant", "scheduled"),
         ]
     );
-    let evidence: Vec<Value> = sqlx::query_scalar(
-        "SELECT i.evidence FROM incidents i JOIN packages p ON p.id = i.package_id \
-         WHERE i.host = 'db-01' ORDER BY p.name",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
+    let evidence: Vec<Value> =
+        sqlx::query_scalar("SELECT evidence FROM incidents WHERE host = 'db-01' ORDER BY package")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(evidence[0][0]["pid"], 100);
     assert_eq!(evidence[0][0]["matched_by"], "package");
     assert_eq!(evidence[1][0]["pid"], 200);

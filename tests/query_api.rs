@@ -345,9 +345,12 @@ async fn srql_finds_ingested_events_through_the_api() {
         [
             "/api/v1/events/{id}",
             "/api/v1/fields",
+            "/api/v1/graph/blast-radius",
+            "/api/v1/incidents",
             "/api/v1/query",
             "/api/v1/query/explain",
             "/api/v1/status",
+            "/api/v1/vulns",
             "/healthz"
         ]
     );

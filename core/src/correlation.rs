@@ -105,46 +105,51 @@ pub async fn correlate(
     // the resolution of incidents whose finding is gone: one statement.
     let rows: Vec<P0Row> = sqlx::query_as(
         "WITH findings AS ( \
-             SELECT hv.host, hv.vulnerability_id, hv.package_id, p.name, p.version, \
+             SELECT hv.host, hv.vulnerability_id, p.name, p.version, p.ecosystem, \
                     max(hv.severity_level) AS severity_level \
              FROM host_vulnerabilities hv JOIN packages p ON p.id = hv.package_id \
              WHERE hv.resolved_at IS NULL AND hv.severity_level >= $3 \
                AND ($1::text[] IS NULL OR hv.host = ANY($1)) \
-             GROUP BY hv.host, hv.vulnerability_id, hv.package_id, p.name, p.version), \
+             GROUP BY hv.host, hv.vulnerability_id, p.name, p.version, p.ecosystem), \
          live AS ( \
              SELECT host, pid, exe, package, \
                     lower(regexp_replace(coalesce(exe, ''), '^.*/', '')) AS exe_name \
              FROM processes WHERE stopped_at IS NULL \
                AND ($1::text[] IS NULL OR host = ANY($1))), \
          matches AS ( \
-             SELECT f.host, f.vulnerability_id, f.package_id, l.pid, l.exe, 'package' AS matched_by \
+             SELECT f.host, f.vulnerability_id, f.name, f.version, l.pid, l.exe, \
+                    'package' AS matched_by \
              FROM findings f JOIN live l ON l.host = f.host AND l.package = f.name \
              UNION ALL \
-             SELECT f.host, f.vulnerability_id, f.package_id, l.pid, l.exe, 'name' \
+             SELECT f.host, f.vulnerability_id, f.name, f.version, l.pid, l.exe, 'name' \
              FROM findings f JOIN live l ON l.host = f.host AND l.package IS NULL \
                   AND l.exe_name = lower(f.name)), \
          evidence AS ( \
-             SELECT host, vulnerability_id, package_id, \
+             SELECT host, vulnerability_id, name, version, \
                     jsonb_agg(jsonb_build_object('pid', pid, 'exe', exe, 'matched_by', matched_by) \
                               ORDER BY pid) AS evidence \
-             FROM matches GROUP BY host, vulnerability_id, package_id), \
+             FROM matches GROUP BY host, vulnerability_id, name, version), \
          desired AS ( \
-             SELECT f.host, f.vulnerability_id, f.package_id, f.name, f.version, f.severity_level, \
+             SELECT f.host, f.vulnerability_id, f.name AS package, f.version, f.ecosystem, \
+                    f.severity_level, \
                     CASE f.severity_level WHEN 4 THEN 'critical' ELSE 'high' END AS severity, \
                     coalesce(e.evidence, '[]'::jsonb) AS evidence, \
                     CASE WHEN e.evidence IS NULL THEN 'dormant' ELSE 'running' END AS state \
-             FROM findings f LEFT JOIN evidence e USING (host, vulnerability_id, package_id)), \
+             FROM findings f LEFT JOIN evidence e USING (host, vulnerability_id, name, version)), \
          before AS ( \
-             SELECT i.host, i.vulnerability_id, i.package_id, i.state FROM incidents i \
-             JOIN desired d USING (host, vulnerability_id, package_id) WHERE i.resolved_at IS NULL), \
+             SELECT i.host, i.vulnerability_id, i.package, i.version, i.state FROM incidents i \
+             JOIN desired d USING (host, vulnerability_id, package, version) \
+             WHERE i.resolved_at IS NULL), \
          upserted AS ( \
-             INSERT INTO incidents (id, host, vulnerability_id, package_id, severity, \
-                 severity_level, state, priority, evidence, opened_at, escalated_at, updated_at) \
-             SELECT gen_random_uuid(), host, vulnerability_id, package_id, severity, \
-                    severity_level, state, CASE state WHEN 'running' THEN 'P0' ELSE 'scheduled' END, \
+             INSERT INTO incidents (id, host, vulnerability_id, package, version, ecosystem, \
+                 severity, severity_level, state, priority, evidence, opened_at, escalated_at, \
+                 updated_at) \
+             SELECT gen_random_uuid(), host, vulnerability_id, package, version, ecosystem, \
+                    severity, severity_level, state, \
+                    CASE state WHEN 'running' THEN 'P0' ELSE 'scheduled' END, \
                     evidence, $2, CASE state WHEN 'running' THEN $2::timestamptz END, $2 \
              FROM desired \
-             ON CONFLICT (host, vulnerability_id, package_id) WHERE resolved_at IS NULL \
+             ON CONFLICT (host, vulnerability_id, package, version) WHERE resolved_at IS NULL \
              DO UPDATE SET state = EXCLUDED.state, priority = EXCLUDED.priority, \
                  evidence = EXCLUDED.evidence, severity = EXCLUDED.severity, \
                  severity_level = EXCLUDED.severity_level, \
@@ -153,18 +158,18 @@ pub async fn correlate(
                  updated_at = CASE WHEN (incidents.state, incidents.evidence, incidents.severity) \
                                         IS DISTINCT FROM (EXCLUDED.state, EXCLUDED.evidence, EXCLUDED.severity) \
                                    THEN $2 ELSE incidents.updated_at END \
-             RETURNING id, host, vulnerability_id, package_id, state, evidence, escalated_at, \
-                       (xmax = 0) AS inserted), \
+             RETURNING id, host, vulnerability_id, package, version, severity, state, evidence, \
+                       escalated_at, (xmax = 0) AS inserted), \
          resolved AS ( \
              UPDATE incidents i SET resolved_at = $2, updated_at = $2 \
              WHERE i.resolved_at IS NULL AND ($1::text[] IS NULL OR i.host = ANY($1)) \
                AND NOT EXISTS (SELECT 1 FROM desired d WHERE d.host = i.host \
-                   AND d.vulnerability_id = i.vulnerability_id AND d.package_id = i.package_id) \
+                   AND d.vulnerability_id = i.vulnerability_id AND d.package = i.package \
+                   AND d.version = i.version) \
              RETURNING i.id) \
-         SELECT u.id, u.host, u.vulnerability_id, d.name, d.version, d.severity, u.evidence, \
+         SELECT u.id, u.host, u.vulnerability_id, u.package, u.version, u.severity, u.evidence, \
                 u.escalated_at, u.inserted, coalesce(b.state = 'running' AND u.state = 'dormant', false) \
-         FROM upserted u JOIN desired d USING (host, vulnerability_id, package_id) \
-         LEFT JOIN before b USING (host, vulnerability_id, package_id) \
+         FROM upserted u LEFT JOIN before b USING (host, vulnerability_id, package, version) \
          UNION ALL \
          SELECT id, '', '', '', '', '', 'null'::jsonb, NULL, false, false FROM resolved",
     )
@@ -254,14 +259,13 @@ pub async fn list_incidents(
     sqlx::query_scalar(
         "SELECT jsonb_build_object('id', i.id, 'host', i.host, \
                 'vulnerability_id', i.vulnerability_id, 'title', v.title, \
-                'package', p.name, 'version', p.version, 'ecosystem', p.ecosystem, \
+                'package', i.package, 'version', i.version, 'ecosystem', i.ecosystem, \
                 'severity', i.severity, 'state', i.state, 'priority', i.priority, \
                 'evidence', i.evidence, 'opened_at', i.opened_at, \
                 'escalated_at', i.escalated_at, 'updated_at', i.updated_at, \
                 'resolved_at', i.resolved_at, 'remediation_job', i.remediation_job, \
                 'remediation_error', i.remediation_error) \
-         FROM incidents i JOIN packages p ON p.id = i.package_id \
-         JOIN vulnerabilities v ON v.id = i.vulnerability_id \
+         FROM incidents i LEFT JOIN vulnerabilities v ON v.id = i.vulnerability_id \
          WHERE ($1::bool IS NULL OR (i.resolved_at IS NULL) = $1) \
            AND ($2::text IS NULL OR i.state = $2) AND ($3::text IS NULL OR i.host = $3) \
          ORDER BY i.priority = 'P0' DESC, i.severity_level DESC, i.opened_at DESC, i.id \

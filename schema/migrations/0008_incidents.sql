@@ -1,7 +1,7 @@
 -- Running vs dormant vulnerabilities: the correlation of open critical/high findings
 -- with what runs now (core/src/correlation.rs).
 --
--- One open incident per host + CVE + package. `state` says whether a live process
+-- One open incident per host + CVE + package (name and version). `state` says whether a live process
 -- belongs to the vulnerable package now (`running`: priority P0) or not (`dormant`:
 -- scheduled for the next maintenance window); the correlation pass moves it between
 -- the two as processes start and stop, and resolves it when the finding is resolved
@@ -10,8 +10,12 @@
 CREATE TABLE incidents (
     id               uuid        PRIMARY KEY,
     host             text        NOT NULL,
-    vulnerability_id text        NOT NULL REFERENCES vulnerabilities (id),
-    package_id       bigint      NOT NULL REFERENCES packages (id),
+    -- by value, not by reference: replaying the vulns projection rebuilds
+    -- `vulnerabilities` and `packages` (new package ids) and leaves incidents be
+    vulnerability_id text        NOT NULL,
+    package          text        NOT NULL,
+    version          text        NOT NULL,
+    ecosystem        text        NOT NULL,
     severity         text        NOT NULL,
     severity_level   smallint    NOT NULL,
     -- 'running' or 'dormant'
@@ -30,7 +34,7 @@ CREATE TABLE incidents (
     remediation_error text
 );
 
-CREATE UNIQUE INDEX incidents_open ON incidents (host, vulnerability_id, package_id)
+CREATE UNIQUE INDEX incidents_open ON incidents (host, vulnerability_id, package, version)
     WHERE resolved_at IS NULL;
 CREATE INDEX incidents_state ON incidents (priority, opened_at) WHERE resolved_at IS NULL;
 CREATE INDEX processes_running_package ON processes (host, package) WHERE stopped_at IS NULL;
