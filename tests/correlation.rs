@@ -9,15 +9,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use common::{fixture, TestEnv};
+use common::{fixture, get_text, TestEnv};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 const AWX_TOKEN: &str = "awx-test-token";
 const AWX_JOB: i64 = 4242;
@@ -80,16 +78,8 @@ fn scan(host: &str, ts: &str, report: &Value) -> String {
 }
 
 async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
-    let response = app
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    let (status, body) = get_text(app, uri).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 /// (host, package, state, priority) of the open incidents, sorted.

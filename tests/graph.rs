@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{fixture, TestEnv};
+use common::{fixture, get_text, TestEnv};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -27,21 +27,8 @@ fn envelope(host: &str, ts: &str, sockets: Vec<Value>) -> String {
     .to_string()
 }
 
-async fn get(app: &axum::Router, uri: &str) -> (StatusCode, String) {
-    let response = app
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, String::from_utf8(body.to_vec()).unwrap())
-}
-
 async fn radius(app: &axum::Router, query: &str) -> Value {
-    let (status, body) = get(app, &format!("/api/v1/graph/blast-radius?{query}")).await;
+    let (status, body) = get_text(app, &format!("/api/v1/graph/blast-radius?{query}")).await;
     assert_eq!(status, StatusCode::OK, "{query}: {body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -196,10 +183,10 @@ async fn blast_radius_follows_connections_and_ranks_by_risk() {
     assert_eq!(by_address["from"], "db-01");
 
     // Debug exports.
-    let (status, dot) = get(&app, "/api/v1/graph/blast-radius?node=web-01&format=dot").await;
+    let (status, dot) = get_text(&app, "/api/v1/graph/blast-radius?node=web-01&format=dot").await;
     assert_eq!(status, StatusCode::OK);
     assert!(dot.contains("\"web-01\" -> \"db-01:5432\""), "{dot}");
-    let (_, mermaid) = get(
+    let (_, mermaid) = get_text(
         &app,
         "/api/v1/graph/blast-radius?node=web-01&format=mermaid",
     )
@@ -215,7 +202,7 @@ async fn blast_radius_follows_connections_and_ranks_by_risk() {
         ("node=web-01&format=png", StatusCode::BAD_REQUEST),
         ("depth=2", StatusCode::BAD_REQUEST),
     ] {
-        let (status, body) = get(&app, &format!("/api/v1/graph/blast-radius?{query}")).await;
+        let (status, body) = get_text(&app, &format!("/api/v1/graph/blast-radius?{query}")).await;
         assert_eq!(status, expected, "{query}: {body}");
         let error: Value = serde_json::from_str(&body).unwrap();
         assert!(error["error"].as_str().is_some(), "{query}: {body}");

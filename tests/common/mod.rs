@@ -246,3 +246,22 @@ pub fn auth_log_envelope() -> serde_json::Value {
     serde_json::json!({"v": 1, "ts": "2026-02-20T08:35:22Z", "host": "bastion-01",
                        "agent_id": "edge-7", "source": "auth", "lines": lines})
 }
+
+/// `GET uri` on `app`: the status and the body as text.
+pub async fn get_text(app: &axum::Router, uri: &str) -> (axum::http::StatusCode, String) {
+    use tower::ServiceExt;
+    let response = app
+        .clone()
+        .oneshot(
+            axum::http::Request::get(uri)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
