@@ -37,7 +37,8 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// A writer for `projection`.
+    /// A writer for `projection`; `publish_dead_letters` is false for a replay,
+    /// which also runs no correlation passes.
     pub fn writer(&self, projection: Projection, publish_dead_letters: bool) -> Writer {
         self.metrics.init_projection(projection.name());
         let vectors = projection == Projection::Vectors;
@@ -50,8 +51,11 @@ impl Pipeline {
             publish_dead_letters: publish_dead_letters && !vectors,
             vectors: if vectors { self.vectors.clone() } else { None },
             topology: (projection == Projection::Connections).then(|| self.topology.clone()),
-            correlator: matches!(projection, Projection::Processes | Projection::Vulns)
-                .then(|| self.correlator.clone()),
+            // Not during a replay: replayed history would flip incidents back and
+            // forth and announce old P0s again; the next full pass reconciles.
+            correlator: (publish_dead_letters
+                && matches!(projection, Projection::Processes | Projection::Vulns))
+            .then(|| self.correlator.clone()),
         }
     }
 
