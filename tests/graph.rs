@@ -114,12 +114,32 @@ async fn blast_radius_follows_connections_and_ranks_by_risk() {
     let scan = json!({"v": 1, "ts": ts, "host": "db-01", "agent_id": "edge-db-01",
         "target_kind": "host", "report": report});
     env.publish("scan.trivy.results", scan.to_string()).await;
+    // ... and runs musl, so the correlation pass makes its musl CVE a P0.
+    let processes = json!({"v": 1, "ts": ts, "host": "db-01", "agent_id": "edge-db-01",
+        "started": [{"pid": 4100, "ppid": 1, "exe": "/usr/lib/postgresql/bin/postgres",
+                     "cmdline": "postgres", "user": "postgres", "package": "musl"}],
+        "stopped": []});
+    env.publish("telemetry.processes.edge", processes.to_string())
+        .await;
     env.wait_for_count(
         "SELECT count(*) FROM connections",
         8,
         Duration::from_secs(30),
     )
     .await;
+    // The incident is opened after the scan and the process both landed.
+    let p0 = || async {
+        env.count("SELECT count(*) FROM incidents WHERE host = 'db-01' AND state = 'running'")
+            .await
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while running.pipeline.topology.size().edges < 6 || p0().await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the scan, the process or the graph never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (critical, high): (i64, i64) = sqlx::query_as(
         "SELECT count(DISTINCT vulnerability_id) FILTER (WHERE severity = 'critical'), \
                 count(DISTINCT vulnerability_id) FILTER (WHERE severity = 'high') \
@@ -128,14 +148,7 @@ async fn blast_radius_follows_connections_and_ranks_by_risk() {
     .fetch_one(&env.pool)
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while critical + high == 0 || running.pipeline.topology.size().edges < 6 {
-        assert!(
-            Instant::now() < deadline,
-            "the scan or the graph never landed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(critical + high > 0);
 
     let app = palisade::api::app(palisade::server::app_state(
         &running.pipeline,
@@ -160,6 +173,7 @@ async fn blast_radius_follows_connections_and_ranks_by_risk() {
     let db = &out["nodes"][0];
     assert_eq!(db["evidence"]["critical_cves"], critical, "{db}");
     assert_eq!(db["evidence"]["high_cves"], high, "{db}");
+    assert_eq!(db["evidence"]["running_vulnerable"], p0().await, "{db}");
     assert!(db["risk"].as_i64().unwrap() > 0);
     assert_eq!(out["nodes"][2]["risk"], 0);
     assert_eq!(

@@ -700,8 +700,8 @@ pub struct RiskEvidence {
     pub critical_cves: i64,
     /// Open high vulnerabilities.
     pub high_cves: i64,
-    /// Open critical or high vulnerabilities in a package a running process
-    /// belongs to (by the package the agent reports).
+    /// Open P0 incidents: critical or high vulnerabilities in a package a live
+    /// process belongs to (see [`crate::correlation`]).
     pub running_vulnerable: i64,
     /// Alerts (Falco and other security events) since the cut-off.
     pub recent_alerts: i64,
@@ -729,26 +729,32 @@ pub async fn risk_evidence(
     if hosts.is_empty() {
         return Ok(evidence);
     }
-    let cves: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT hv.host, \
-                count(DISTINCT hv.vulnerability_id) FILTER (WHERE hv.severity = 'critical'), \
-                count(DISTINCT hv.vulnerability_id) FILTER (WHERE hv.severity = 'high'), \
-                count(DISTINCT hv.vulnerability_id) FILTER (WHERE EXISTS ( \
-                    SELECT 1 FROM processes pr WHERE pr.host = hv.host \
-                    AND pr.stopped_at IS NULL AND pr.package = p.name)) \
-         FROM host_vulnerabilities hv JOIN packages p ON p.id = hv.package_id \
-         WHERE hv.host = ANY($1) AND hv.resolved_at IS NULL \
-           AND hv.severity IN ('critical', 'high') \
-         GROUP BY hv.host",
+    let cves: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT host, \
+                count(DISTINCT vulnerability_id) FILTER (WHERE severity = 'critical'), \
+                count(DISTINCT vulnerability_id) FILTER (WHERE severity = 'high') \
+         FROM host_vulnerabilities \
+         WHERE host = ANY($1) AND resolved_at IS NULL AND severity IN ('critical', 'high') \
+         GROUP BY host",
     )
     .bind(hosts)
     .fetch_all(pool)
     .await?;
-    for (host, critical, high, running) in cves {
+    for (host, critical, high) in cves {
         let e = evidence.entry(host).or_default();
         e.critical_cves = critical;
         e.high_cves = high;
-        e.running_vulnerable = running;
+    }
+    // What the correlation pass found running (crate::correlation).
+    let running: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT host, count(*) FROM incidents \
+         WHERE host = ANY($1) AND resolved_at IS NULL AND state = 'running' GROUP BY host",
+    )
+    .bind(hosts)
+    .fetch_all(pool)
+    .await?;
+    for (host, n) in running {
+        evidence.entry(host).or_default().running_vulnerable = n;
     }
     let alerts: Vec<(String, i64)> = sqlx::query_as(
         "SELECT host, count(*) FROM events \
