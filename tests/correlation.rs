@@ -16,6 +16,7 @@ use axum::{Json, Router};
 use common::{fixture, get_text, TestEnv};
 use futures::StreamExt;
 use serde_json::{json, Value};
+use tower::ServiceExt;
 
 const AWX_TOKEN: &str = "awx-test-token";
 const AWX_JOB: i64 = 4242;
@@ -227,6 +228,34 @@ async fn running_vulnerable_packages_are_p0_and_launch_remediation() {
     assert_eq!(all["count"], 4);
     assert_eq!(all["incidents"][0]["priority"], "P0", "P0 first");
     assert_eq!(all["incidents"][0]["remediation_job"], AWX_JOB);
+    // SRQL over incidents.
+    let response = app
+        .clone()
+        .oneshot(
+            axum::http::Request::post("/api/v1/query")
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(
+                    json!({"q": "in:incidents priority:P0 status:open severity:critical"})
+                        .to_string(),
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let page: Value = serde_json::from_slice(
+        &axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(page["entity"], "incidents", "{page}");
+    assert_eq!(page["total"]["value"], 2, "{page}");
+    assert!(page["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["host"] == "db-01" && r["status"] == "open" && r["state"] == "running"));
     for bad in [
         "/api/v1/vulns?state=sleeping",
         "/api/v1/incidents?status=maybe",

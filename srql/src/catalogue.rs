@@ -22,11 +22,14 @@ pub enum Entity {
     Connections,
     /// Processes (running and stopped).
     Processes,
+    /// Incidents of the running-vs-dormant correlation (P0 and scheduled, open and
+    /// resolved).
+    Incidents,
 }
 
 impl Entity {
     /// Every entity.
-    pub const ALL: [Entity; 7] = [
+    pub const ALL: [Entity; 8] = [
         Entity::Events,
         Entity::Alerts,
         Entity::Logs,
@@ -34,6 +37,7 @@ impl Entity {
         Entity::Vulns,
         Entity::Connections,
         Entity::Processes,
+        Entity::Incidents,
     ];
 
     /// The name used in `in:`.
@@ -46,6 +50,7 @@ impl Entity {
             Entity::Vulns => "vulns",
             Entity::Connections => "connections",
             Entity::Processes => "processes",
+            Entity::Incidents => "incidents",
         }
     }
 
@@ -59,6 +64,7 @@ impl Entity {
             "vulns" | "vulnerabilities" | "cves" => Entity::Vulns,
             "connections" | "flows" => Entity::Connections,
             "processes" | "process" => Entity::Processes,
+            "incidents" | "incident" => Entity::Incidents,
             _ => return None,
         })
     }
@@ -80,6 +86,7 @@ impl Entity {
             }
             Entity::Connections => "connections c",
             Entity::Processes => "processes p",
+            Entity::Incidents => "incidents i",
         }
     }
 
@@ -96,6 +103,7 @@ impl Entity {
         match self {
             Entity::Processes => "started_at",
             Entity::Vulns => "scanned_at",
+            Entity::Incidents => "opened_at",
             _ => "ts",
         }
     }
@@ -157,6 +165,21 @@ impl Entity {
                 ("started_at", "p.started_at"),
                 ("stopped_at", "p.stopped_at"),
             ],
+            Entity::Incidents => &[
+                ("id", "i.id"),
+                ("host", "i.host"),
+                ("cve", "i.vulnerability_id"),
+                ("package", "i.package"),
+                ("version", "i.version"),
+                ("severity", "i.severity"),
+                ("state", "i.state"),
+                ("priority", "i.priority"),
+                ("status", INCIDENT_STATUS),
+                ("opened_at", "i.opened_at"),
+                ("escalated_at", "i.escalated_at"),
+                ("resolved_at", "i.resolved_at"),
+                ("remediation_job", "i.remediation_job"),
+            ],
         }
     }
 
@@ -177,6 +200,7 @@ impl Entity {
             Entity::Vulns => &["v.vulnerability_id", "p.name", "x.title", "v.host"],
             Entity::Connections => &["c.process", "c.host", "c.remote_ip", "c.local_ip"],
             Entity::Processes => &["p.cmdline", "p.exe", "p.host"],
+            Entity::Incidents => &["i.vulnerability_id", "i.package", "i.host"],
             _ => &["e.message"],
         }
     }
@@ -600,6 +624,93 @@ pub const PROCESS_FIELDS: &[Field] = &[
     ),
 ];
 
+/// `open` or `resolved`.
+const INCIDENT_STATUS: &str = "(CASE WHEN i.resolved_at IS NULL THEN 'open' ELSE 'resolved' END)";
+
+/// Incident fields.
+pub const INCIDENT_FIELDS: &[Field] = &[
+    f("id", Uuid, Some("i.id"), None, "incident id"),
+    f("host", Keyword, Some("i.host"), None, "host"),
+    f(
+        "cve",
+        Keyword,
+        Some("i.vulnerability_id"),
+        None,
+        "vulnerability id (CVE, GHSA, …)",
+    ),
+    f("package", Keyword, Some("i.package"), None, "package name"),
+    f(
+        "version",
+        Keyword,
+        Some("i.version"),
+        None,
+        "installed version",
+    ),
+    f(
+        "ecosystem",
+        Keyword,
+        Some("i.ecosystem"),
+        None,
+        "package ecosystem (debian, alpine, npm, …)",
+    ),
+    f(
+        "severity",
+        Severity,
+        Some("i.severity_level"),
+        None,
+        "high or critical",
+    ),
+    f(
+        "state",
+        Keyword,
+        Some("i.state"),
+        None,
+        "running (a live process belongs to the package) or dormant",
+    ),
+    f(
+        "priority",
+        Keyword,
+        Some("i.priority"),
+        None,
+        "P0 (running) or scheduled (dormant)",
+    ),
+    f(
+        "status",
+        Keyword,
+        Some(INCIDENT_STATUS),
+        None,
+        "open or resolved",
+    ),
+    f(
+        "opened_at",
+        Time,
+        Some("i.opened_at"),
+        None,
+        "when it was opened",
+    ),
+    f(
+        "escalated_at",
+        Time,
+        Some("i.escalated_at"),
+        None,
+        "when it last became P0",
+    ),
+    f(
+        "resolved_at",
+        Time,
+        Some("i.resolved_at"),
+        None,
+        "when its finding was resolved (empty while open)",
+    ),
+    f(
+        "remediation_job",
+        Int,
+        Some("i.remediation_job"),
+        None,
+        "the AWX job launched for it",
+    ),
+];
+
 /// The fields of `entity`.
 pub fn fields(entity: Entity) -> &'static [Field] {
     match entity {
@@ -608,6 +719,7 @@ pub fn fields(entity: Entity) -> &'static [Field] {
         Entity::Vulns => VULN_FIELDS,
         Entity::Connections => CONNECTION_FIELDS,
         Entity::Processes => PROCESS_FIELDS,
+        Entity::Incidents => INCIDENT_FIELDS,
     }
 }
 
