@@ -354,6 +354,13 @@ impl Inner {
             .edges_directed(address, petgraph::Direction::Outgoing)
             .map(|e| (e.target(), e.weight().clone()))
             .collect();
+        // Only the address's own edges leave the map (not a scan of every edge).
+        for (source, _) in &incoming {
+            self.edges.remove(&(*source, address));
+        }
+        for (target, _) in &outgoing {
+            self.edges.remove(&(address, *target));
+        }
         for (source, info) in incoming {
             let seen = EdgeInfo {
                 ports: Vec::new(),
@@ -367,8 +374,6 @@ impl Inner {
         for (target, info) in outgoing {
             self.connect(host_node, target, &info);
         }
-        self.edges
-            .retain(|(a, b), _| *a != address && *b != address);
         self.graph.remove_node(address);
     }
 
@@ -527,21 +532,14 @@ impl Topology {
             }
             inner.graph.remove_edge(edge);
         }
+        // An address has connection edges only, so one left without any has no
+        // edge at all: removing it leaves the edge map as it is.
         let lonely: Vec<NodeIndex> = inner
             .graph
             .node_indices()
             .filter(|n| {
-                let key = &inner.graph[*n].key;
-                let connected = inner
-                    .graph
-                    .edges_directed(*n, petgraph::Direction::Incoming)
-                    .chain(
-                        inner
-                            .graph
-                            .edges_directed(*n, petgraph::Direction::Outgoing),
-                    )
-                    .any(|e| e.weight().kind == EdgeKind::ConnectsTo);
-                matches!(key, NodeKey::Address(_)) && !connected
+                matches!(inner.graph[*n].key, NodeKey::Address(_))
+                    && inner.graph.neighbors_undirected(*n).next().is_none()
             })
             .collect();
         for node in lonely {
@@ -549,12 +547,6 @@ impl Topology {
             inner.nodes.remove(&key);
             inner.graph.remove_node(node);
         }
-        let graph = &inner.graph;
-        let live: HashSet<(NodeIndex, NodeIndex)> = graph
-            .edge_indices()
-            .filter_map(|e| graph.edge_endpoints(e))
-            .collect();
-        inner.edges.retain(|k, _| live.contains(k));
         removed
     }
 
