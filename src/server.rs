@@ -42,9 +42,10 @@ pub async fn pipeline(
     let topology = Topology::load(&pool, window, chrono::Utc::now())
         .await
         .context("loading the connection graph")?;
+    let size = topology.size();
     tracing::info!(
-        nodes = topology.size().nodes,
-        edges = topology.size().edges,
+        nodes = size.nodes,
+        edges = size.edges,
         "connection graph loaded"
     );
     let store = Arc::new(Store::new(pool));

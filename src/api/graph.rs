@@ -12,10 +12,11 @@ use serde_json::json;
 use utoipa::IntoParams;
 
 use super::query::rejection;
-use super::AppState;
+use super::{ApiError, AppState};
 
-/// The most hops one blast radius walks.
-pub const MAX_DEPTH: u32 = 10;
+/// The most hops one blast radius walks: the same bound as SRQL's
+/// `blast_radius(depth:N)`.
+pub const MAX_DEPTH: u32 = palisade_srql::MAX_BLAST_DEPTH;
 
 /// `GET /api/v1/graph/blast-radius` parameters.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -86,12 +87,7 @@ pub async fn blast_radius(
             return rejection(StatusCode::NOT_FOUND, e.to_string())
         }
         Err(e @ AssessError::Database(_)) => {
-            tracing::warn!(error = %e, "risk evidence unavailable");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": format!("the database is unavailable: {e}")})),
-            )
-                .into_response();
+            return ApiError::Unavailable(e.to_string()).into_response()
         }
     };
     match format {

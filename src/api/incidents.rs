@@ -11,7 +11,7 @@ use serde_json::json;
 use utoipa::IntoParams;
 
 use super::query::{rejection, ErrorDoc};
-use super::AppState;
+use super::{ApiError, AppState};
 
 /// Most incidents one answer lists.
 pub const MAX_INCIDENTS: u32 = 1000;
@@ -126,13 +126,6 @@ async fn list(
     };
     match list_incidents(state.pipeline.store.pool(), &filter).await {
         Ok(rows) => Json(json!({ "count": rows.len(), "incidents": rows })).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "listing incidents failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "PostgreSQL is unavailable; try again shortly"})),
-            )
-                .into_response()
-        }
+        Err(e) => ApiError::Unavailable(e.to_string()).into_response(),
     }
 }

@@ -61,6 +61,7 @@ pub use compile::{
     SearchQuery, SearchSort, SearchValue, SimilarTo, COUNT_CAP,
 };
 pub use error::{Limits, SrqlError};
+pub use parser::MAX_BLAST_DEPTH;
 
 /// Parses `source` into its syntax tree (no catalogue check).
 pub fn parse(source: &str) -> Result<ast::Query, SrqlError> {
