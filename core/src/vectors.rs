@@ -92,6 +92,7 @@ pub struct BatchVectors {
 impl BatchVectors {
     /// The part of this batch that belongs to the events `ids`.
     pub fn for_events(&self, ids: &[Uuid]) -> BatchVectors {
+        let ids: HashSet<&Uuid> = ids.iter().collect();
         let events: Vec<EventText> = self
             .events
             .iter()
