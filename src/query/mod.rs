@@ -311,19 +311,20 @@ impl QueryEngine {
             AssessError::Graph(e) => QueryError::NotFound(e.to_string()),
             AssessError::Database(e) => db_error(e),
         })?;
+        // The whole walk is at hand: a page is a slice of it.
         let total = ranked.len() as u64;
         let rows: Vec<Value> = ranked
             .iter()
             .skip(usize::try_from(compiled.offset).unwrap_or(usize::MAX))
-            .take(compiled.limit as usize + 1)
+            .take(compiled.limit as usize)
             .map(|node| serde_json::to_value(node).unwrap_or(Value::Null))
             .collect();
-        let more = rows.len() > compiled.limit as usize;
+        let more = compiled.offset + u64::from(compiled.limit) < total;
         Ok(QueryAnswer {
             entity: "graph".into(),
             path: "graph",
             columns: compiled.columns.clone(),
-            rows: rows.into_iter().take(compiled.limit as usize).collect(),
+            rows,
             total: Total {
                 value: total,
                 relation: "eq",
