@@ -66,7 +66,12 @@ pub struct CorrelationReport {
     pub resolved: u64,
 }
 
-type P0Row = (
+/// One row of a pass: `resolved` first (true for an incident the pass resolved,
+/// whose other columns are then empty), then an upserted incident's id, host, CVE,
+/// package, version, severity, evidence, escalation time, whether it was inserted
+/// and whether it went from running to dormant.
+type PassRow = (
+    bool,
     Uuid,
     String,
     String,
@@ -103,7 +108,7 @@ pub async fn correlate(
     let hosts: Option<Vec<String>> = hosts.map(<[String]>::to_vec);
     // Findings of the hosts, the live processes that match each, the upsert, and
     // the resolution of incidents whose finding is gone: one statement.
-    let rows: Vec<P0Row> = sqlx::query_as(
+    let rows: Vec<PassRow> = sqlx::query_as(
         "WITH findings AS ( \
              SELECT hv.host, hv.vulnerability_id, p.name, p.version, p.ecosystem, \
                     max(hv.severity_level) AS severity_level \
@@ -167,11 +172,12 @@ pub async fn correlate(
                    AND d.vulnerability_id = i.vulnerability_id AND d.package = i.package \
                    AND d.version = i.version) \
              RETURNING i.id) \
-         SELECT u.id, u.host, u.vulnerability_id, u.package, u.version, u.severity, u.evidence, \
-                u.escalated_at, u.inserted, coalesce(b.state = 'running' AND u.state = 'dormant', false) \
+         SELECT false, u.id, u.host, u.vulnerability_id, u.package, u.version, u.severity, \
+                u.evidence, u.escalated_at, u.inserted, \
+                coalesce(b.state = 'running' AND u.state = 'dormant', false) \
          FROM upserted u LEFT JOIN before b USING (host, vulnerability_id, package, version) \
          UNION ALL \
-         SELECT id, '', '', '', '', '', 'null'::jsonb, NULL, false, false FROM resolved",
+         SELECT true, id, '', '', '', '', '', 'null'::jsonb, NULL, false, false FROM resolved",
     )
     .bind(hosts.as_deref())
     .bind(now)
@@ -182,6 +188,7 @@ pub async fn correlate(
 
     let mut report = CorrelationReport::default();
     for (
+        resolved,
         id,
         host,
         vulnerability_id,
@@ -194,7 +201,7 @@ pub async fn correlate(
         downgraded,
     ) in rows
     {
-        if host.is_empty() {
+        if resolved {
             report.resolved += 1;
             continue;
         }
