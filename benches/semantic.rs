@@ -298,7 +298,7 @@ async fn main() {
             let mut part = vectors.for_events(&ids);
             part.texts.retain(|t| written.insert(t.key));
             store
-                .write_vectors("bench", 0, &Batch::default(), &provenance, &part)
+                .write_vectors("bench", 0, &Batch::default(), &provenance, &part, None)
                 .await
                 .unwrap();
         }

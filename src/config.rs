@@ -255,6 +255,19 @@ pub struct SemanticSettings {
     /// `hnsw.ef_search` of `SIMILAR_TO` without a filter (at least k).
     #[arg(long, env = "PALISADE_SIMILAR_EF_SEARCH", default_value_t = 100)]
     pub similar_ef_search: u32,
+
+    /// Group embedded events into attack patterns as they are stored
+    /// (`/api/v1/alerts/groups`, `| group_similar`).
+    #[arg(long, env = "PALISADE_ALERT_GROUPS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub alert_groups: bool,
+
+    /// Cosine similarity to a group's centroid at which an event's text joins it.
+    #[arg(long, env = "PALISADE_ALERT_GROUP_THRESHOLD", default_value_t = palisade_core::grouping::DEFAULT_THRESHOLD)]
+    pub alert_group_threshold: f32,
+
+    /// Length of the tumbling windows alerts are grouped in, in minutes.
+    #[arg(long, env = "PALISADE_ALERT_GROUP_WINDOW_MINUTES", default_value_t = 1440)]
+    pub alert_group_window_minutes: u32,
 }
 
 impl SemanticSettings {
@@ -279,7 +292,21 @@ impl SemanticSettings {
             }
             None => VectorPolicy::default(),
         };
-        Ok(Some(Arc::new(VectorStage::new(embedder, policy))))
+        let stage = VectorStage::new(embedder, policy);
+        let stage = match self.grouping() {
+            Some(grouping) => stage.with_grouping(grouping),
+            None => stage,
+        };
+        Ok(Some(Arc::new(stage)))
+    }
+
+    /// How alerts are grouped, or `None` when grouping is off.
+    pub fn grouping(&self) -> Option<palisade_core::grouping::GroupingConfig> {
+        self.alert_groups
+            .then(|| palisade_core::grouping::GroupingConfig {
+                threshold: self.alert_group_threshold.clamp(-1.0, 1.0),
+                window: chrono::Duration::minutes(i64::from(self.alert_group_window_minutes.max(1))),
+            })
     }
 
     /// What `SIMILAR_TO` runs with, sharing the projection's embedder.

@@ -102,7 +102,12 @@ impl Projection {
             Projection::Metrics => &["metrics", "metrics_rollup_pending"],
             Projection::Processes => &["processes"],
             Projection::Connections => &["connections"],
-            Projection::Vectors => &["event_vectors", "embedding_texts"],
+            Projection::Vectors => &[
+                "alert_group_texts",
+                "alert_groups",
+                "event_vectors",
+                "embedding_texts",
+            ],
             Projection::Vulns => &[
                 "host_vulnerabilities",
                 "host_packages",

@@ -7,7 +7,8 @@
 //! source ──► batch ──► decode ──► embed ──────────► write ──► ack
 //!                                 (policy, text,     (embedding_texts +
 //!                                  known texts?,      event_vectors +
-//!                                  MiniLM)            offsets, one tx)
+//!                                  MiniLM)            alert groups +
+//!                                                     offsets, one tx)
 //! ```
 //!
 //! The projection reads the same subjects as the events projection with its own
@@ -16,6 +17,7 @@
 
 use std::collections::HashSet;
 
+use palisade_core::grouping::GroupingConfig;
 use palisade_core::model::{Decoded, Event};
 use palisade_core::store::{row_id, Batch, Store, StoreError};
 use palisade_core::vectors::{BatchVectors, EventText, Provenance, TextKey, TextVector};
@@ -28,6 +30,7 @@ pub struct VectorStage {
     embedder: Embedder,
     policy: VectorPolicy,
     provenance: Provenance,
+    grouping: Option<GroupingConfig>,
 }
 
 /// What the stage made of one batch.
@@ -64,7 +67,19 @@ impl VectorStage {
             embedder,
             policy,
             provenance,
+            grouping: None,
         }
+    }
+
+    /// Also groups the embedded events into attack patterns as they are written.
+    pub fn with_grouping(mut self, grouping: GroupingConfig) -> Self {
+        self.grouping = Some(grouping);
+        self
+    }
+
+    /// How embedded events are grouped, if they are.
+    pub fn grouping(&self) -> Option<&GroupingConfig> {
+        self.grouping.as_ref()
     }
 
     /// Which model and text version the vectors come from.

@@ -156,7 +156,14 @@ impl Writer {
         match (&self.vectors, vectors) {
             (Some(stage), Some(vectors)) => {
                 self.store
-                    .write_vectors(name, slot, batch, stage.provenance(), vectors)
+                    .write_vectors(
+                        name,
+                        slot,
+                        batch,
+                        stage.provenance(),
+                        vectors,
+                        stage.grouping(),
+                    )
                     .await
             }
             _ => self.store.write_batch(name, slot, batch).await,

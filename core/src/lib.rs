@@ -15,6 +15,7 @@
 pub mod correlation;
 pub mod decode;
 pub mod graph;
+pub mod grouping;
 pub mod model;
 pub mod search;
 pub mod store;

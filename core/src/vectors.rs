@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::grouping::{self, GroupingConfig};
 use crate::store::{record_offsets, Batch, Store, StoreError, WriteSummary};
 
 /// Which model and embedding-text version produced a vector.
@@ -52,7 +53,7 @@ impl TextKey {
         &self.0
     }
 
-    fn from_stored(bytes: &[u8]) -> Option<TextKey> {
+    pub(crate) fn from_stored(bytes: &[u8]) -> Option<TextKey> {
         bytes.try_into().ok().map(TextKey)
     }
 }
@@ -180,6 +181,7 @@ impl Store {
         batch: &Batch,
         provenance: &Provenance,
         vectors: &BatchVectors,
+        grouping: Option<&GroupingConfig>,
     ) -> Result<WriteSummary, StoreError> {
         let mut tx = self.pool().begin().await?;
         let mut summary = WriteSummary {
@@ -224,6 +226,9 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        }
+        if let Some(config) = grouping {
+            grouping::assign(&mut tx, config, &vectors.events, &vectors.texts).await?;
         }
         record_offsets(&mut tx, projection, slot, batch).await?;
         tx.commit().await?;

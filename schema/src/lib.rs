@@ -130,6 +130,8 @@ pub struct MaintenanceReport {
     pub vectors_deleted: u64,
     /// Embedding texts deleted because no event has them any more.
     pub texts_deleted: u64,
+    /// Alert groups whose window ended before the events' cutoff.
+    pub alert_groups_deleted: u64,
 }
 
 /// The periodic upkeep: partitions ahead, hourly rollup, retention.
@@ -214,6 +216,13 @@ impl Maintenance {
             .execute(pool)
             .await?
             .rows_affected();
+            // Their texts' memberships go with them (ON DELETE CASCADE).
+            report.alert_groups_deleted =
+                sqlx::query("DELETE FROM alert_groups WHERE window_end <= $1")
+                    .bind(cutoff)
+                    .execute(pool)
+                    .await?
+                    .rows_affected();
         }
         if native {
             if let Some(cutoff) = self

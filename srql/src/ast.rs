@@ -130,6 +130,12 @@ pub enum Stage {
         /// 1-based column of the stage.
         column: usize,
     },
+    /// `group_similar`: the filter's embedded events as attack patterns (groups of
+    /// similar events), largest first.
+    GroupSimilar {
+        /// 1-based column of the stage.
+        column: usize,
+    },
     /// `blast_radius(depth:N, direction:outbound|inbound)`: what the node the
     /// filter names can reach over observed connections (or what reaches it).
     BlastRadius {
@@ -303,6 +309,7 @@ impl fmt::Display for Stage {
                 Ok(())
             }
             Stage::SimilarTo { text, k, .. } => write!(f, "SIMILAR_TO({}, {k})", quote(text)),
+            Stage::GroupSimilar { .. } => write!(f, "group_similar"),
             Stage::BlastRadius {
                 depth, direction, ..
             } => write!(

@@ -30,6 +30,9 @@ pub struct CompileOptions {
     pub default_limit: u32,
     /// Most rows per page.
     pub max_limit: u32,
+    /// A time window `[from, to)` the caller imposes on top of the query's own
+    /// `time:` (the alert groups API's `window`).
+    pub window: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl Default for CompileOptions {
@@ -40,6 +43,7 @@ impl Default for CompileOptions {
             offset: 0,
             default_limit: 100,
             max_limit: 10_000,
+            window: None,
         }
     }
 }
@@ -57,6 +61,16 @@ pub enum ExecPath {
     Semantic,
     /// `blast_radius`: a walk of the in-memory connection graph.
     Graph,
+    /// `group_similar`: the filter's embedded events, aggregated by their alert
+    /// groups.
+    Groups,
+}
+
+/// A `group_similar` stage, compiled.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupSimilar {
+    /// The embedded events to aggregate.
+    pub events: Candidates,
 }
 
 /// A `blast_radius` stage, compiled.
@@ -279,6 +293,8 @@ pub struct Compiled {
     pub similar: Option<SimilarTo>,
     /// `blast_radius`, when present (the path is then [`ExecPath::Graph`]).
     pub blast_radius: Option<BlastRadiusQuery>,
+    /// `group_similar`, when present (the path is then [`ExecPath::Groups`]).
+    pub group_similar: Option<GroupSimilar>,
 }
 
 /// `[lower, upper)`, either end open.
@@ -303,6 +319,8 @@ struct Directives {
     stats: Option<Stage>,
     /// `SIMILAR_TO`: text, k, column.
     similar: Option<(String, u32, usize)>,
+    /// `group_similar`: its column.
+    group_similar: Option<usize>,
 }
 
 struct Compiler<'o> {
@@ -343,6 +361,7 @@ impl<'o> Compiler<'o> {
                 Stage::SimilarTo { text, k, column } => {
                     d.similar = Some((text.clone(), *k, *column));
                 }
+                Stage::GroupSimilar { column } => d.group_similar = Some(*column),
                 Stage::BlastRadius { .. } => unreachable!("compiled on its own above"),
             }
         }
@@ -353,6 +372,9 @@ impl<'o> Compiler<'o> {
         if let Some((_, _, column)) = &d.similar {
             check_similar(entity, &d, *column)?;
         }
+        if let Some(column) = d.group_similar {
+            check_group_similar(entity, &d, column)?;
+        }
         let limit = self
             .options
             .limit
@@ -362,7 +384,10 @@ impl<'o> Compiler<'o> {
         let search_path =
             entity.is_event() && filter.as_ref().is_some_and(|f| needs_search(entity, f));
         let mut steps = vec![format!("select {}", entity.name())];
-        let time_conditions = self.time_conditions(entity, &d.time)?;
+        let mut time_conditions = self.time_conditions(entity, &d.time)?;
+        if let Some((from, to)) = self.options.window {
+            time_conditions.push((Some(from), Some(to)));
+        }
 
         let (columns, output) = self.output_columns(entity, d.stats.as_ref())?;
         let stats_order = match (&output, &d.sort) {
@@ -397,6 +422,7 @@ impl<'o> Compiler<'o> {
             offset: self.options.offset,
             similar: None,
             blast_radius: None,
+            group_similar: None,
         };
 
         if search_path {
@@ -550,7 +576,9 @@ impl<'o> Compiler<'o> {
             }
             compiled.params = sql.params;
         }
-        if let Some((text, k, _)) = &d.similar {
+        if d.group_similar.is_some() {
+            steps = self.group_similar(&mut compiled, filter.as_ref(), &time_conditions)?;
+        } else if let Some((text, k, _)) = &d.similar {
             steps = self.semantic(
                 &mut compiled,
                 (text, *k),
@@ -615,45 +643,11 @@ impl<'o> Compiler<'o> {
             format!("select {}", entity.name()),
             format!("embed {text:?} with the sentence model"),
         ];
-        let candidates = if compiled.path == ExecPath::Search {
-            steps.push(
-                "candidates: the events the search index matches (full-text terms present)".into(),
-            );
-            Candidates::Search
-        } else {
-            let mut select = Sql::new(0);
-            let conditions = self.sql_conditions(entity, filter, time_conditions, &mut select)?;
-            if conditions.is_empty() {
-                compiled.search = None;
-                steps.push("candidates: every embedded event (no filter)".into());
-                steps.push(format!("rank: HNSW index (cosine), top {k}"));
-                Candidates::All
-            } else {
-                let cap = format!("${}", select.params.len() + 1);
-                let mut recheck = Sql::new(2);
-                let recheck_conditions =
-                    self.sql_conditions(entity, filter, time_conditions, &mut recheck)?;
-                steps.push("candidates: the embedded events the SQL filter selects".into());
-                Candidates::Sql {
-                    // Only embedded events can be ranked, so the threshold counts
-                    // those; the join lets the planner start from the smaller side.
-                    sql: format!(
-                        "SELECT e.ts, e.id FROM {} JOIN event_vectors v \
-                         ON v.event_id = e.id AND v.ts = e.ts WHERE {} LIMIT {cap}",
-                        entity.from_sql(),
-                        conditions.join(" AND ")
-                    ),
-                    params: select.params,
-                    recheck_sql: format!(
-                        "SELECT e.ts, e.id FROM {} JOIN unnest($1::timestamptz[], $2::uuid[]) \
-                         AS k(ts, id) ON e.ts = k.ts AND e.id = k.id WHERE {}",
-                        entity.from_sql(),
-                        recheck_conditions.join(" AND ")
-                    ),
-                    recheck_params: recheck.params,
-                }
-            }
-        };
+        let candidates = self.embedded_events(compiled, filter, time_conditions, &mut steps)?;
+        if candidates == Candidates::All {
+            compiled.search = None;
+            steps.push(format!("rank: HNSW index (cosine), top {k}"));
+        }
         if candidates != Candidates::All {
             steps.push(format!(
                 "rank: exact cosine distance over the candidates when they are few, \
@@ -681,6 +675,89 @@ impl<'o> Compiler<'o> {
             candidates,
             rows_sql,
         });
+        Ok(steps)
+    }
+
+    /// The embedded events a filter selects: every one (no filter), the search
+    /// index's matches (full-text terms), or a SQL statement over `event_vectors`.
+    /// Pushes the plan's step.
+    fn embedded_events(
+        &self,
+        compiled: &Compiled,
+        filter: Option<&Expr>,
+        time_conditions: &[TimeWindow],
+        steps: &mut Vec<String>,
+    ) -> Result<Candidates, SrqlError> {
+        let entity = compiled.entity;
+        let candidates = if compiled.path == ExecPath::Search {
+            steps.push(
+                "candidates: the events the search index matches (full-text terms present)".into(),
+            );
+            Candidates::Search
+        } else {
+            let mut select = Sql::new(0);
+            let conditions = self.sql_conditions(entity, filter, time_conditions, &mut select)?;
+            if conditions.is_empty() {
+                steps.push("candidates: every embedded event (no filter)".into());
+                Candidates::All
+            } else {
+                let cap = format!("${}", select.params.len() + 1);
+                let mut recheck = Sql::new(2);
+                let recheck_conditions =
+                    self.sql_conditions(entity, filter, time_conditions, &mut recheck)?;
+                steps.push("candidates: the embedded events the SQL filter selects".into());
+                Candidates::Sql {
+                    // Only embedded events can be ranked, so the threshold counts
+                    // those; the join lets the planner start from the smaller side.
+                    sql: format!(
+                        "SELECT e.ts, e.id FROM {} JOIN event_vectors v \
+                         ON v.event_id = e.id AND v.ts = e.ts WHERE {} LIMIT {cap}",
+                        entity.from_sql(),
+                        conditions.join(" AND ")
+                    ),
+                    params: select.params,
+                    recheck_sql: format!(
+                        "SELECT e.ts, e.id FROM {} JOIN unnest($1::timestamptz[], $2::uuid[]) \
+                         AS k(ts, id) ON e.ts = k.ts AND e.id = k.id WHERE {}",
+                        entity.from_sql(),
+                        recheck_conditions.join(" AND ")
+                    ),
+                    recheck_params: recheck.params,
+                }
+            }
+        };
+        Ok(candidates)
+    }
+
+    /// Turns `compiled` into a `group_similar` query: the filter's embedded events,
+    /// aggregated by alert group. Returns the plan's steps.
+    fn group_similar(
+        &self,
+        compiled: &mut Compiled,
+        filter: Option<&Expr>,
+        time_conditions: &[TimeWindow],
+    ) -> Result<Vec<String>, SrqlError> {
+        let mut steps = vec![format!("select {}", compiled.entity.name())];
+        let events = self.embedded_events(compiled, filter, time_conditions, &mut steps)?;
+        steps.push(
+            "aggregate the events by their alert group (their text's group in the window \
+             of their time); groups of one pattern in consecutive windows merge"
+                .into(),
+        );
+        steps.push(format!(
+            "patterns with most events first, {} per page",
+            compiled.limit
+        ));
+        compiled.path = ExecPath::Groups;
+        compiled.sql = String::new();
+        compiled.params = Vec::new();
+        compiled.count_sql = None;
+        compiled.count_params = Vec::new();
+        compiled.columns = GROUP_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+        if events == Candidates::All {
+            compiled.search = None;
+        }
+        compiled.group_similar = Some(GroupSimilar { events });
         Ok(steps)
     }
 
@@ -721,7 +798,8 @@ impl<'o> Compiler<'o> {
                 }
                 Stage::Sort { column, .. }
                 | Stage::Stats { column, .. }
-                | Stage::SimilarTo { column, .. } => {
+                | Stage::SimilarTo { column, .. }
+                | Stage::GroupSimilar { column } => {
                     return Err(err(
                         *column,
                         "only `limit:` with `blast_radius` (its rows come most at risk first)",
@@ -777,6 +855,7 @@ impl<'o> Compiler<'o> {
                 depth: *depth,
                 direction: *direction,
             }),
+            group_similar: None,
         })
     }
 
@@ -1781,6 +1860,53 @@ fn check_similar(entity: Entity, d: &Directives, column: usize) -> Result<(), Sr
         return Err(err(
             *column,
             "no `sort:` with `SIMILAR_TO` (its rows come most similar first)",
+            format!("`sort:{field}`"),
+        ));
+    }
+    Ok(())
+}
+
+/// The columns of a `group_similar` answer, one row per attack pattern.
+pub const GROUP_COLUMNS: &[&str] = &[
+    "id",
+    "groups",
+    "events",
+    "texts",
+    "host_count",
+    "hosts",
+    "rule_count",
+    "rules",
+    "first_seen",
+    "last_seen",
+    "exemplar",
+];
+
+fn check_group_similar(entity: Entity, d: &Directives, column: usize) -> Result<(), SrqlError> {
+    if !entity.is_event() {
+        return Err(err(
+            column,
+            "`group_similar` over events, alerts or logs",
+            format!("`group_similar` over `in:{}`", entity.name()),
+        ));
+    }
+    if let Some((_, _, similar)) = &d.similar {
+        return Err(err(
+            *similar,
+            "either `SIMILAR_TO` or `group_similar`",
+            "both",
+        ));
+    }
+    if let Some(Stage::Stats { column, .. }) = &d.stats {
+        return Err(err(
+            *column,
+            "either `stats` or `group_similar`",
+            "`stats` with `group_similar`",
+        ));
+    }
+    if let Some((field, _, column)) = &d.sort {
+        return Err(err(
+            *column,
+            "no `sort:` with `group_similar` (patterns come largest first)",
             format!("`sort:{field}`"),
         ));
     }

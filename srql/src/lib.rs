@@ -57,8 +57,8 @@ mod parser;
 
 pub use catalogue::{catalogue, Catalogue, Entity, FieldKind};
 pub use compile::{
-    compile, BlastRadiusQuery, Candidates, CompileOptions, Compiled, ExecPath, Output, Param, Plan,
-    SearchQuery, SearchSort, SearchValue, SimilarTo, COUNT_CAP,
+    compile, BlastRadiusQuery, Candidates, CompileOptions, Compiled, ExecPath, GroupSimilar,
+    Output, Param, Plan, SearchQuery, SearchSort, SearchValue, SimilarTo, COUNT_CAP, GROUP_COLUMNS,
 };
 pub use error::{Limits, SrqlError};
 pub use parser::MAX_BLAST_DEPTH;

@@ -14,7 +14,7 @@
 //! list       = "(" item ( "," item )* ")"
 //! range      = "[" item "," item "]"
 //! item       = phrase | atom
-//! stage      = sort | limit | stats | similar_to | blast_radius
+//! stage      = sort | limit | stats | similar_to | "group_similar" | blast_radius
 //! sort       = "sort:" field ( ":" ( "asc" | "desc" ) )?
 //! limit      = "limit:" digits
 //! stats      = "stats:" phrase | "stats" aggregate ( "," aggregate )* ( "by" key ( "," key )* )?
@@ -356,7 +356,7 @@ impl<'s> Grammar<'s> {
         }
     }
 
-    /// stage = sort | limit | stats | similar_to | blast_radius
+    /// stage = sort | limit | stats | similar_to | group_similar | blast_radius
     fn stage(&self, input: &'s str) -> Res<'s, Stage> {
         let column = self.column(input);
         if let Ok((rest, _)) = tag::<_, _, PErr>("sort:").parse(input) {
@@ -446,9 +446,14 @@ impl<'s> Grammar<'s> {
         if let Ok((rest, _)) = tag::<_, _, PErr>("blast_radius(").parse(input) {
             return self.blast_radius(rest, column);
         }
+        if let Some(rest) = input.strip_prefix("group_similar") {
+            if rest.is_empty() || rest.starts_with(|c: char| c.is_whitespace() || c == '|') {
+                return Ok((rest, Stage::GroupSimilar { column }));
+            }
+        }
         failure(
             input,
-            "a stage: sort:, limit:, stats, SIMILAR_TO(…) or blast_radius(…)",
+            "a stage: sort:, limit:, stats, SIMILAR_TO(…), group_similar or blast_radius(…)",
         )
     }
 

@@ -242,3 +242,16 @@ error_case!(
     similar_to_with_sort,
     r#"host:a | sort:ts | SIMILAR_TO("x")"#
 );
+error_case!(
+    group_similar_with_similar_to,
+    r#"| SIMILAR_TO("x") | group_similar"#
+);
+error_case!(
+    group_similar_over_vulns,
+    r#"in:vulns | group_similar"#
+);
+error_case!(
+    group_similar_with_sort,
+    r#"host:a | group_similar | sort:ts"#
+);
+error_case!(parse_group_similar_arguments, r#"host:a | group_similar(0.8)"#);

@@ -60,6 +60,9 @@ fn render(compiled: &Compiled) -> String {
             .as_ref()
             .map_or_else(|| "(none)".to_owned(), pretty),
     );
+    if let Some(groups) = &compiled.group_similar {
+        section("group_similar", &pretty(groups));
+    }
     out.trim_end().to_owned() + "\n"
 }
 
@@ -142,10 +145,17 @@ fn golden() {
             }
         };
 
+        let events_sql = match &compiled.group_similar {
+            Some(palisade_srql::GroupSimilar {
+                events: palisade_srql::Candidates::Sql { sql, .. },
+            }) => Some(sql.as_str()),
+            _ => None,
+        };
         for value in user_values(source) {
             for (what, text) in [
                 ("sql", Some(compiled.sql.as_str())),
                 ("count_sql", compiled.count_sql.as_deref()),
+                ("group_similar events sql", events_sql),
             ] {
                 if text.is_some_and(|t| t.contains(&value)) {
                     failures.push(format!(

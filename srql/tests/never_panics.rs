@@ -45,6 +45,19 @@ fn check_params(source: &str, c: &Compiled) -> Result<(), TestCaseError> {
             prop_assert!(c.blast_radius.is_some(), "`{source}`");
             return Ok(());
         }
+        ExecPath::Groups => {
+            // The events' statement, if any, is checked below like a candidate one.
+            prop_assert!(c.sql.is_empty() && c.params.is_empty(), "`{source}`");
+            prop_assert!(c.group_similar.is_some(), "`{source}`");
+            if let Some(palisade_srql::GroupSimilar {
+                events: Candidates::Sql { sql, params, .. },
+            }) = &c.group_similar
+            {
+                let expected: BTreeSet<usize> = (1..=params.len() + 1).collect();
+                prop_assert_eq!(placeholders(sql), expected, "`{}`: {}", source, sql);
+            }
+            return Ok(());
+        }
         ExecPath::Search | ExecPath::Semantic => {
             prop_assert!(
                 used.contains(&1) && used.contains(&2),
@@ -259,6 +272,7 @@ fn tokens() -> Vec<String> {
         "1d",
         "SIMILAR_TO(",
         "blast_radius(",
+        "group_similar",
         "depth:",
         "direction:inbound",
         "sort:",
@@ -339,6 +353,7 @@ fn structured() -> impl Strategy<Value = String> {
         Just("sort:count:desc".to_owned()),
         Just("SIMILAR_TO(\"zq text\", 5)".to_owned()),
         Just("blast_radius(depth:2, direction:inbound)".to_owned()),
+        Just("group_similar".to_owned()),
     ];
     (
         prop::option::of(prop::sample::select(values()[..8].to_vec())),
