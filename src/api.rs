@@ -4,6 +4,7 @@
 //! [`app`] builds the router so tests can drive it without a socket.
 
 pub mod graph;
+pub mod groups;
 pub mod incidents;
 pub mod query;
 
@@ -138,6 +139,8 @@ fn documented() -> (
         .routes(routes!(graph::blast_radius))
         .routes(routes!(incidents::incidents))
         .routes(routes!(incidents::vulns))
+        .routes(routes!(groups::alert_groups))
+        .routes(routes!(groups::regroup))
         .split_for_parts();
     doc.merge(status_doc);
     doc.merge(query_doc);

@@ -266,7 +266,11 @@ pub struct SemanticSettings {
     pub alert_group_threshold: f32,
 
     /// Length of the tumbling windows alerts are grouped in, in minutes.
-    #[arg(long, env = "PALISADE_ALERT_GROUP_WINDOW_MINUTES", default_value_t = 1440)]
+    #[arg(
+        long,
+        env = "PALISADE_ALERT_GROUP_WINDOW_MINUTES",
+        default_value_t = 1440
+    )]
     pub alert_group_window_minutes: u32,
 }
 
@@ -305,7 +309,9 @@ impl SemanticSettings {
         self.alert_groups
             .then(|| palisade_core::grouping::GroupingConfig {
                 threshold: self.alert_group_threshold.clamp(-1.0, 1.0),
-                window: chrono::Duration::minutes(i64::from(self.alert_group_window_minutes.max(1))),
+                window: chrono::Duration::minutes(i64::from(
+                    self.alert_group_window_minutes.max(1),
+                )),
             })
     }
 

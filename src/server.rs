@@ -181,6 +181,7 @@ pub fn app_state(
     if let Some(stage) = &pipeline.vectors {
         engine = engine.with_semantic(settings.semantic.semantic_search(stage));
     }
+    engine = engine.with_grouping_threshold(settings.semantic.alert_group_threshold);
     if api.api_tokens.is_empty() {
         tracing::warn!("no API tokens configured: the API is open to anyone who can reach the loopback address");
     }

@@ -14,6 +14,7 @@
 
 pub mod cursor;
 pub mod group;
+pub mod groups;
 pub mod search;
 pub mod semantic;
 pub mod snippet;
@@ -35,6 +36,7 @@ use tantivy::Order;
 use uuid::Uuid;
 
 use cursor::{Cursor, CursorError};
+pub use groups::GroupsReport;
 use search::{TranslateError, Translator};
 pub use semantic::{SemanticReport, SemanticSearch};
 
@@ -126,6 +128,9 @@ pub struct QueryAnswer {
     /// `SIMILAR_TO` only: how the rows were ranked and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub semantic: Option<SemanticReport>,
+    /// `group_similar` only: events and patterns in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<GroupsReport>,
 }
 
 /// What `explain` shows: how the query would run, without running it.
@@ -147,6 +152,8 @@ pub struct QueryEngine {
     limits: QueryLimits,
     semantic: Option<SemanticSearch>,
     topology: Option<Arc<Topology>>,
+    /// Groups of different windows at least this similar are one pattern.
+    grouping_threshold: f32,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -174,7 +181,15 @@ impl QueryEngine {
             limits,
             semantic: None,
             topology: None,
+            grouping_threshold: palisade_core::grouping::DEFAULT_THRESHOLD,
         }
+    }
+
+    /// Merges groups of different windows into one pattern at `threshold` (the
+    /// grouping's own).
+    pub fn with_grouping_threshold(mut self, threshold: f32) -> Self {
+        self.grouping_threshold = threshold;
+        self
     }
 
     /// Lets `blast_radius` run over `topology`.
@@ -195,12 +210,23 @@ impl QueryEngine {
     }
 
     fn compile(&self, q: &str, limit: Option<u32>, offset: u64) -> Result<Compiled, QueryError> {
+        self.compile_in(q, limit, offset, None)
+    }
+
+    fn compile_in(
+        &self,
+        q: &str,
+        limit: Option<u32>,
+        offset: u64,
+        window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    ) -> Result<Compiled, QueryError> {
         let options = CompileOptions {
             now: Utc::now(),
             limit,
             offset,
             default_limit: self.limits.default_limit,
             max_limit: self.limits.max_limit,
+            window,
         };
         Ok(palisade_srql::compile(q, &options)?)
     }
@@ -279,9 +305,11 @@ impl QueryEngine {
                     next_cursor: None,
                     partial: false,
                     semantic: Some(report),
+                    groups: None,
                 })
             }
             ExecPath::Graph => self.execute_blast_radius(compiled).await,
+            ExecPath::Groups => self.execute_groups(compiled).await,
         }
     }
 
@@ -333,6 +361,7 @@ impl QueryEngine {
             next_cursor: more.then(String::new),
             partial: false,
             semantic: None,
+            groups: None,
         })
     }
 
@@ -383,6 +412,7 @@ impl QueryEngine {
             next_cursor: more.then(String::new),
             partial: false,
             semantic: None,
+            groups: None,
         })
     }
 
@@ -489,6 +519,7 @@ impl QueryEngine {
             next_cursor: more.then(String::new),
             partial: stats && total > cap,
             semantic: None,
+            groups: None,
         })
     }
 
@@ -562,6 +593,7 @@ impl QueryEngine {
             next_cursor: more.then(String::new),
             partial: false,
             semantic: None,
+            groups: None,
         })
     }
 

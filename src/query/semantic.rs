@@ -326,7 +326,7 @@ enum Matches {
     Many,
 }
 
-fn store_error(e: palisade_core::store::StoreError) -> QueryError {
+pub(super) fn store_error(e: palisade_core::store::StoreError) -> QueryError {
     match e {
         palisade_core::store::StoreError::Database(e) => db_error(e),
         other => QueryError::Internal(other.to_string()),

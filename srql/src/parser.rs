@@ -450,6 +450,12 @@ impl<'s> Grammar<'s> {
             if rest.is_empty() || rest.starts_with(|c: char| c.is_whitespace() || c == '|') {
                 return Ok((rest, Stage::GroupSimilar { column }));
             }
+            if rest.starts_with('(') {
+                return failure(
+                    rest,
+                    "`|` or the end after `group_similar` (it takes no arguments)",
+                );
+            }
         }
         failure(
             input,

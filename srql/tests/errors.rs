@@ -246,12 +246,12 @@ error_case!(
     group_similar_with_similar_to,
     r#"| SIMILAR_TO("x") | group_similar"#
 );
-error_case!(
-    group_similar_over_vulns,
-    r#"in:vulns | group_similar"#
-);
+error_case!(group_similar_over_vulns, r#"in:vulns | group_similar"#);
 error_case!(
     group_similar_with_sort,
     r#"host:a | group_similar | sort:ts"#
 );
-error_case!(parse_group_similar_arguments, r#"host:a | group_similar(0.8)"#);
+error_case!(
+    parse_group_similar_arguments,
+    r#"host:a | group_similar(0.8)"#
+);
