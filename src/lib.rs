@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bursts;
 pub mod client;
 pub mod config;
 pub mod fixtures;

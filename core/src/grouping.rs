@@ -35,7 +35,7 @@ use crate::store::StoreError;
 use crate::vectors::{vector_literal, EventText, TextKey, TextVector};
 
 /// Default cosine similarity a text needs to join a group.
-pub const DEFAULT_THRESHOLD: f32 = 0.75;
+pub const DEFAULT_THRESHOLD: f32 = 0.6;
 
 /// Default window length.
 pub const DEFAULT_WINDOW: Duration = Duration::hours(24);
@@ -616,7 +616,7 @@ pub async fn summarise(
          rules AS (SELECT group_id, rule, count(*) AS n FROM chosen WHERE rule IS NOT NULL \
                    GROUP BY group_id, rule), \
          exemplars AS (SELECT DISTINCT ON (group_id) group_id, ts, event_id FROM chosen \
-                   ORDER BY group_id, (text_key = founder_key) DESC, ts DESC, event_id) \
+                   ORDER BY group_id, (text_key = founder_key) DESC, ts DESC, event_id), \
          totals AS (SELECT group_id, count(*) AS n, count(DISTINCT text_key) AS texts, \
                    min(ts) AS first_seen, max(ts) AS last_seen FROM chosen GROUP BY group_id) \
          SELECT t.group_id, t.n, t.texts, t.first_seen, t.last_seen, \

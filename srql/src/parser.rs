@@ -1,7 +1,7 @@
 //! The SRQL grammar, one function per rule (nom).
 //!
 //! ```text
-//! query      = ( filter | similar_to )? ( "|" stage )* EOF
+//! query      = ( filter | similar_to | "group_similar" )? ( "|" stage )* EOF
 //! filter     = or
 //! or         = and ( "OR" and )*
 //! and        = unary ( "AND"? unary )*                 -- juxtaposition is AND
@@ -126,8 +126,9 @@ impl<'s> Grammar<'s> {
         let mut stages = Vec::new();
         let filter = if rest.is_empty() || rest.starts_with('|') {
             None
-        } else if rest.starts_with("SIMILAR_TO(") {
-            // A query may open with `SIMILAR_TO(…)`: semantic search over everything.
+        } else if rest.starts_with("SIMILAR_TO(") || opens_with_group_similar(rest) {
+            // A query may open with `SIMILAR_TO(…)` or `group_similar`: over every
+            // embedded event.
             let (r, stage) = cut(|i| self.stage(i)).parse(rest)?;
             stages.push(stage);
             rest = r;
@@ -662,6 +663,14 @@ fn keyword<'a>(word: &'static str) -> impl Fn(&'a str) -> Res<'a, &'a str> {
     }
 }
 
+/// `group_similar` alone or before a `|`: the stage, not a search word.
+fn opens_with_group_similar(input: &str) -> bool {
+    input.strip_prefix("group_similar").is_some_and(|rest| {
+        let rest = rest.trim_start();
+        rest.is_empty() || rest.starts_with('|')
+    })
+}
+
 /// field = [A-Za-z_] [A-Za-z0-9_.\-]*
 fn field_name(input: &str) -> Res<'_, &str> {
     let (rest, _) = take_while1(|c: char| c.is_ascii_alphabetic() || c == '_')(input)?;
@@ -801,6 +810,11 @@ mod tests {
             "host:a | SIMILAR_TO(\"privilege escalation\", 50)"
         );
         assert_eq!(p("| SIMILAR_TO(\"x\", 7)"), "* | SIMILAR_TO(\"x\", 7)");
+        assert_eq!(p("group_similar"), "* | group_similar");
+        assert_eq!(p("group_similar | limit:5"), "* | group_similar | limit:5");
+        assert_eq!(p("host:a | group_similar"), "host:a | group_similar");
+        // Only alone or before a pipe: otherwise a search word like any other.
+        assert_eq!(p("group_similar_x"), "group_similar_x");
         assert_eq!(
             p("SIMILAR_TO(\"x\") | limit:5"),
             "* | SIMILAR_TO(\"x\", 50) | limit:5"
