@@ -6,7 +6,8 @@
 //!    fixture alerts (one pattern per rule), embedded with the real model, grouped
 //!    in one window at each threshold: purity, groups, and groups against the known
 //!    patterns.
-//! 2. Throughput: `BENCH_EVENTS` events (default 100,000) over 24 hours drawn from
+//! 2. Throughput: `BENCH_EVENTS` events (default 100,000) over `BENCH_DAYS` days
+//!    (default 1; more days, more windows, so more texts new to their window) drawn from
 //!    those texts go through `grouping::assign` in batches of 256, each in its own
 //!    transaction, against PostgreSQL (alerts assigned per second), at the default
 //!    threshold. The vectors were stored first, as the projection does.
@@ -38,6 +39,7 @@ fn env_or(name: &str, default: usize) -> usize {
 async fn main() {
     let per_pattern = env_or("BENCH_PER_PATTERN", 200);
     let events_total = env_or("BENCH_EVENTS", 100_000);
+    let days = env_or("BENCH_DAYS", 1).max(1) as i64;
     let start = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap();
     let mut messages = bursts::attack_bursts(start, per_pattern);
     messages.extend(bursts::falco_by_rule(&support::fixture(
@@ -129,7 +131,7 @@ async fn main() {
     let stream: Vec<EventText> = (0..events_total)
         .map(|i| EventText {
             id: Uuid::from_u128(i as u128 + 1),
-            ts: day + Duration::milliseconds((i as i64) * 86_400_000 / events_total as i64),
+            ts: day + Duration::milliseconds((i as i64) * days * 86_400_000 / events_total as i64),
             key: keys[rng.below(keys.len() as u64) as usize],
         })
         .collect();
@@ -152,7 +154,7 @@ async fn main() {
     batch_ms.sort_by(f64::total_cmp);
     println!(
         "throughput: {events_total} events in batches of 256 in {seconds:.2} s = {:.0} alerts/s \
-         (threshold {DEFAULT_THRESHOLD}, window 24 h; {assigned} new (window, text) pairs, \
+         over {days} day(s) (threshold {DEFAULT_THRESHOLD}, window 24 h; {assigned} new (window, text) pairs, \
          {opened} groups opened); batch p50 {:.1} ms, p99 {:.1} ms",
         events_total as f64 / seconds,
         support::percentile(&batch_ms, 50.0),

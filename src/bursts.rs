@@ -111,7 +111,7 @@ fn falco_alert(
 /// `per_pattern` events of each of [`PATTERNS`], their times spread over the hour
 /// from `start`, interleaved in time order.
 pub fn attack_bursts(start: DateTime<Utc>, per_pattern: usize) -> Vec<Labelled> {
-    let mut picks = Picks(0x5EED_0F_A11CE);
+    let mut picks = Picks(0x0005_EED0_FA11_CE00);
     let mut out: Vec<(DateTime<Utc>, Labelled)> = Vec::new();
     let containers = ["3f2a9c1b7d10", "a81c44e0f932", "0c9d2e7b55a1", "host"];
     let step = |i: usize, offset: i64| {

@@ -140,11 +140,11 @@ impl QueryEngine {
     }
 }
 
+/// An event's key in PostgreSQL.
+type EventKey = (DateTime<Utc>, Uuid);
+
 /// The first `cap` keys, and whether there were more.
-fn cut(
-    mut keys: Vec<(DateTime<Utc>, Uuid)>,
-    cap: u32,
-) -> (Option<Vec<(DateTime<Utc>, Uuid)>>, bool) {
+fn cut(mut keys: Vec<EventKey>, cap: u32) -> (Option<Vec<EventKey>>, bool) {
     let partial = keys.len() > cap as usize;
     keys.truncate(cap as usize);
     (Some(keys), partial)
