@@ -343,6 +343,8 @@ async fn srql_finds_ingested_events_through_the_api() {
     assert_eq!(
         listed,
         [
+            "/api/v1/alerts/groups",
+            "/api/v1/alerts/groups/regroup",
             "/api/v1/events/{id}",
             "/api/v1/fields",
             "/api/v1/graph/blast-radius",

@@ -11,26 +11,16 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{fixture, TestEnv};
+use common::{call, fixture, TestEnv};
 use palisade_consumers::Projection;
 use palisade_core::model::Decoded;
 use palisade_embeddings::policy::{self, VectorPolicy};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 /// A Falco "Read sensitive file untrusted" alert for `tail -n 10 /etc/shadow`, built
 /// on the shape of the real alerts in tests/fixtures/falco/alerts.jsonl: the
 /// rephrased credential read that a keyword rule for `cat /etc/shadow` misses.
 const TAIL_SHADOW: &str = r#"{"output":"10:00:00.000000000: Warning Sensitive file opened for reading by non-trusted program (user=root user_loginuid=1000 program=tail command=tail -n 10 /etc/shadow file=/etc/shadow parent=bash gparent=sudo container_id=host image=<NA>)","priority":"Warning","rule":"Read sensitive file untrusted","source":"syscall","tags":["filesystem","mitre_credential_access"],"time":"2026-11-20T10:00:00.000000000Z","output_fields":{"container.id":"host","container.image.repository":null,"evt.time":1763632800000000000,"fd.name":"/etc/shadow","proc.aname[2]":"sudo","proc.cmdline":"tail -n 10 /etc/shadow","proc.name":"tail","proc.pcmdline":"bash","proc.pname":"bash","user.loginuid":1000,"user.name":"root"}}"#;
-
-async fn call(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let body = axum::body::to_bytes(response.into_body(), 16 << 20)
-        .await
-        .unwrap();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
 
 fn post(q: &str) -> Request<Body> {
     Request::post("/api/v1/query")

@@ -265,3 +265,20 @@ pub async fn get_text(app: &axum::Router, uri: &str) -> (axum::http::StatusCode,
         .unwrap();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// Sends `request` to `app`: the status and the body as JSON (`null` when it is not).
+pub async fn call(
+    app: &axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    use tower::ServiceExt;
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
