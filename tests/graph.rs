@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{fixture, get_text, TestEnv};
+use common::{call, fixture, get_text, TestEnv};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 /// A gopsutil socket record.
 fn socket(local: (&str, u16), remote: (&str, u16), status: &str, process: &str) -> Value {
@@ -229,28 +228,16 @@ async fn blast_radius_follows_connections_and_ranks_by_risk() {
             .body(Body::from(json!({ "q": q }).to_string()))
             .unwrap()
     };
-    let response = app
-        .clone()
-        .oneshot(srql("host:web-01 | blast_radius(depth:3) | limit:3"))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let page: Value = serde_json::from_slice(&body).unwrap();
+    let (status, page) = call(&app, srql("host:web-01 | blast_radius(depth:3) | limit:3")).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(page["path"], "graph", "{page}");
     assert_eq!(page["total"]["value"], 4, "{page}");
     let rows = page["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0], out["nodes"][0], "the API's ranking");
     assert!(page["next_cursor"].as_str().is_some(), "{page}");
-    let response = app
-        .clone()
-        .oneshot(srql("host:nowhere-01 | blast_radius()"))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let (status, _) = call(&app, srql("host:nowhere-01 | blast_radius()")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     // A restart rebuilds the same graph from PostgreSQL.
     let before = reached(&out);

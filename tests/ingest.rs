@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{auth_log_envelope, fixture, TestEnv};
+use common::{auth_log_envelope, call, fixture, get_text, TestEnv};
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -299,27 +299,15 @@ async fn every_source_lands_in_postgres() {
     let state =
         palisade::api::AppState::new(running.pipeline.clone(), env.connections().namespace());
     let app = palisade::api::app(state);
-    let response = app
-        .clone()
-        .oneshot(Request::get("/api/v1/status").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let (code, status) = call(
+        &app,
+        Request::get("/api/v1/status").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
     assert_eq!(status["ingested"]["events_by_type"]["falco_alert"], 51);
     assert_eq!(status["ingested"]["scans"], 5);
-    let response = app
-        .clone()
-        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let text = String::from_utf8(body.to_vec()).unwrap();
+    let (_, text) = get_text(&app, "/metrics").await;
     assert!(
         text.contains("palisade_ingest_messages_total{projection=\"events\"} 54"),
         "{text}"
