@@ -10,15 +10,14 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use palisade_core::grouping::{self, GroupSummary, GroupedEvents};
+use palisade_core::grouping::{self, EventKey, GroupSummary, GroupedEvents};
 use palisade_core::search::SearchIndex;
 use palisade_srql::{Candidates, Compiled};
 use serde::Serialize;
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::semantic::store_error;
-use super::{arguments, db_error, QueryAnswer, QueryEngine, QueryError, Total};
+use super::{arguments, db_error, QueryAnswer, QueryEngine, QueryError};
 
 /// Most events one `group_similar` answer aggregates.
 pub const MAX_GROUPED_EVENTS: u32 = 200_000;
@@ -41,34 +40,19 @@ impl QueryEngine {
         compiled: &Compiled,
     ) -> Result<QueryAnswer, QueryError> {
         let (summary, partial) = self.group_summary(compiled).await?;
-        let total = summary.patterns.len() as u64;
-        let rows: Vec<Value> = summary
-            .patterns
-            .iter()
-            .skip(usize::try_from(compiled.offset).unwrap_or(usize::MAX))
-            .take(compiled.limit as usize)
-            .map(|pattern| serde_json::to_value(pattern).unwrap_or(Value::Null))
-            .collect();
-        let more = compiled.offset + u64::from(compiled.limit) < total;
-        Ok(QueryAnswer {
-            entity: compiled.entity.to_string(),
-            path: "groups",
-            columns: compiled.columns.clone(),
-            rows,
-            total: Total {
-                value: total,
-                relation: "eq",
-            },
-            took_ms: 0.0,
-            next_cursor: more.then(String::new),
-            partial,
-            semantic: None,
-            groups: Some(GroupsReport {
-                events: summary.events,
-                patterns: total,
-                ungrouped: summary.ungrouped,
-            }),
-        })
+        let mut answer = QueryAnswer::page_of(
+            compiled.entity.to_string(),
+            "groups",
+            compiled,
+            &summary.patterns,
+        );
+        answer.partial = partial;
+        answer.groups = Some(GroupsReport {
+            events: summary.events,
+            patterns: answer.total.value,
+            ungrouped: summary.ungrouped,
+        });
+        Ok(answer)
     }
 
     /// The alert groups dashboard: `q`'s embedded events within `window` as
@@ -139,9 +123,6 @@ impl QueryEngine {
         Ok((summary, partial))
     }
 }
-
-/// An event's key in PostgreSQL.
-type EventKey = (DateTime<Utc>, Uuid);
 
 /// The first `cap` keys, and whether there were more.
 fn cut(mut keys: Vec<EventKey>, cap: u32) -> (Option<Vec<EventKey>>, bool) {

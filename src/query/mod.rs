@@ -133,6 +133,41 @@ pub struct QueryAnswer {
     pub groups: Option<GroupsReport>,
 }
 
+impl QueryAnswer {
+    /// The page `compiled`'s offset and limit cut from an answer held whole in
+    /// memory (a blast radius, the patterns of `group_similar`).
+    fn page_of<T: Serialize>(
+        entity: String,
+        path: &'static str,
+        compiled: &Compiled,
+        all: &[T],
+    ) -> QueryAnswer {
+        let total = all.len() as u64;
+        let rows: Vec<Value> = all
+            .iter()
+            .skip(usize::try_from(compiled.offset).unwrap_or(usize::MAX))
+            .take(compiled.limit as usize)
+            .map(|item| serde_json::to_value(item).unwrap_or(Value::Null))
+            .collect();
+        let more = compiled.offset + u64::from(compiled.limit) < total;
+        QueryAnswer {
+            entity,
+            path,
+            columns: compiled.columns.clone(),
+            rows,
+            total: Total {
+                value: total,
+                relation: "eq",
+            },
+            took_ms: 0.0,
+            next_cursor: more.then(String::new),
+            partial: false,
+            semantic: None,
+            groups: None,
+        }
+    }
+}
+
 /// What `explain` shows: how the query would run, without running it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
@@ -340,29 +375,12 @@ impl QueryEngine {
             AssessError::Database(e) => db_error(e),
         })?;
         // The whole walk is at hand: a page is a slice of it.
-        let total = ranked.len() as u64;
-        let rows: Vec<Value> = ranked
-            .iter()
-            .skip(usize::try_from(compiled.offset).unwrap_or(usize::MAX))
-            .take(compiled.limit as usize)
-            .map(|node| serde_json::to_value(node).unwrap_or(Value::Null))
-            .collect();
-        let more = compiled.offset + u64::from(compiled.limit) < total;
-        Ok(QueryAnswer {
-            entity: "graph".into(),
-            path: "graph",
-            columns: compiled.columns.clone(),
-            rows,
-            total: Total {
-                value: total,
-                relation: "eq",
-            },
-            took_ms: 0.0,
-            next_cursor: more.then(String::new),
-            partial: false,
-            semantic: None,
-            groups: None,
-        })
+        Ok(QueryAnswer::page_of(
+            "graph".into(),
+            "graph",
+            compiled,
+            &ranked,
+        ))
     }
 
     async fn execute_sql(&self, compiled: &Compiled) -> Result<QueryAnswer, QueryError> {
