@@ -1842,26 +1842,39 @@ fn expr_column(expr: &Expr) -> usize {
 }
 
 fn check_similar(entity: Entity, d: &Directives, column: usize) -> Result<(), SrqlError> {
+    check_own_rows(
+        entity,
+        d,
+        column,
+        "SIMILAR_TO",
+        "either `stats` or `SIMILAR_TO` (stats of similar events come later)",
+        "no `sort:` with `SIMILAR_TO` (its rows come most similar first)",
+    )
+}
+
+/// The rules of a stage that makes its own rows out of events (`SIMILAR_TO`,
+/// `group_similar`): over events, alerts or logs, and with neither `stats` nor
+/// `sort:`. `with_stats` and `with_sort` say what was expected instead.
+fn check_own_rows(
+    entity: Entity,
+    d: &Directives,
+    column: usize,
+    stage: &str,
+    with_stats: &str,
+    with_sort: &str,
+) -> Result<(), SrqlError> {
     if !entity.is_event() {
         return Err(err(
             column,
-            "`SIMILAR_TO` over events, alerts or logs",
-            format!("`SIMILAR_TO` over `in:{}`", entity.name()),
+            format!("`{stage}` over events, alerts or logs"),
+            format!("`{stage}` over `in:{}`", entity.name()),
         ));
     }
     if let Some(Stage::Stats { column, .. }) = &d.stats {
-        return Err(err(
-            *column,
-            "either `stats` or `SIMILAR_TO` (stats of similar events come later)",
-            "`stats` with `SIMILAR_TO`",
-        ));
+        return Err(err(*column, with_stats, format!("`stats` with `{stage}`")));
     }
     if let Some((field, _, column)) = &d.sort {
-        return Err(err(
-            *column,
-            "no `sort:` with `SIMILAR_TO` (its rows come most similar first)",
-            format!("`sort:{field}`"),
-        ));
+        return Err(err(*column, with_sort, format!("`sort:{field}`")));
     }
     Ok(())
 }
@@ -1881,33 +1894,22 @@ pub const GROUP_COLUMNS: &[&str] = &[
     "exemplar",
 ];
 
+/// `SIMILAR_TO`'s own checks run first (the compiler calls [`check_similar`]
+/// before this), so with both stages only the pair itself is left to refuse.
 fn check_group_similar(entity: Entity, d: &Directives, column: usize) -> Result<(), SrqlError> {
-    if !entity.is_event() {
-        return Err(err(
-            column,
-            "`group_similar` over events, alerts or logs",
-            format!("`group_similar` over `in:{}`", entity.name()),
-        ));
-    }
+    check_own_rows(
+        entity,
+        d,
+        column,
+        "group_similar",
+        "either `stats` or `group_similar`",
+        "no `sort:` with `group_similar` (patterns come largest first)",
+    )?;
     if let Some((_, _, similar)) = &d.similar {
         return Err(err(
             *similar,
             "either `SIMILAR_TO` or `group_similar`",
             "both",
-        ));
-    }
-    if let Some(Stage::Stats { column, .. }) = &d.stats {
-        return Err(err(
-            *column,
-            "either `stats` or `group_similar`",
-            "`stats` with `group_similar`",
-        ));
-    }
-    if let Some((field, _, column)) = &d.sort {
-        return Err(err(
-            *column,
-            "no `sort:` with `group_similar` (patterns come largest first)",
-            format!("`sort:{field}`"),
         ));
     }
     Ok(())
