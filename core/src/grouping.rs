@@ -124,7 +124,7 @@ pub struct Centroid {
 
 impl Centroid {
     fn similarity(&self, vector: &[f32]) -> f32 {
-        let norm = self.sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let norm = norm(&self.sum);
         if norm == 0.0 {
             return 0.0;
         }
@@ -252,14 +252,7 @@ pub async fn assign(
     let mut windows: Vec<Window> = pairs.iter().map(|(w, _)| *w).collect();
     windows.sort();
     windows.dedup();
-    // One writer per window at a time (projection slots write concurrently);
-    // always in the same order, so two writers cannot deadlock.
-    for window in &windows {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('palisade.alert_groups', $1))")
-            .bind(window.start.timestamp())
-            .execute(&mut *conn)
-            .await?;
-    }
+    lock_windows(conn, &windows).await?;
 
     let grouped: HashSet<(DateTime<Utc>, TextKey)> = {
         let keys: Vec<Vec<u8>> = pairs.iter().map(|(_, k)| k.as_bytes().to_vec()).collect();
@@ -303,6 +296,19 @@ pub async fn assign(
     store_groups(conn, config, &state, &changed).await?;
     store_members(conn, &members).await?;
     Ok(summary)
+}
+
+/// One writer per window at a time, until the transaction ends (projection slots
+/// write concurrently). `windows` must be sorted, so two writers take their locks
+/// in the same order and cannot deadlock.
+async fn lock_windows(conn: &mut PgConnection, windows: &[Window]) -> Result<(), StoreError> {
+    for window in windows {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('palisade.alert_groups', $1))")
+            .bind(window.start.timestamp())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// The unit vectors of the texts of `pairs`: from `new_texts`, else stored.
@@ -462,10 +468,8 @@ pub async fn regroup(
     window: Window,
 ) -> Result<GroupingSummary, StoreError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('palisade.alert_groups', $1))")
-        .bind(window.start.timestamp())
-        .execute(&mut *tx)
-        .await?;
+    // Held from the delete on; `assign` takes it again, which PostgreSQL grants at once.
+    lock_windows(&mut tx, &[window]).await?;
     sqlx::query("DELETE FROM alert_group_texts WHERE window_start >= $1 AND window_start < $2")
         .bind(window.start)
         .bind(window.end)
@@ -505,13 +509,16 @@ pub async fn regroup(
     Ok(summary)
 }
 
+/// An event's key in PostgreSQL: `(ts, id)`.
+pub type EventKey = (DateTime<Utc>, Uuid);
+
 /// Which embedded events a summary covers.
 #[derive(Debug, Clone, Copy)]
 pub enum GroupedEvents<'a> {
     /// Every embedded event.
     All,
     /// The events with these `(ts, id)` keys.
-    Keys(&'a [(DateTime<Utc>, Uuid)]),
+    Keys(&'a [EventKey]),
 }
 
 /// An event shown for a pattern.
@@ -582,7 +589,7 @@ struct GroupRow {
     last_seen: DateTime<Utc>,
     hosts: Vec<(String, i64)>,
     rules: Vec<(String, i64)>,
-    exemplar: (DateTime<Utc>, Uuid),
+    exemplar: EventKey,
 }
 
 /// The groups of `events`, merged into patterns across windows at `threshold`.
@@ -690,12 +697,17 @@ pub async fn summarise(
             group.sum.clone_from(sum);
         }
     }
-    let mut patterns = merge_across_windows(groups, threshold);
-    let exemplars = load_exemplars(conn, &patterns).await?;
-    for (pattern, exemplar) in patterns.iter_mut().zip(exemplars) {
-        pattern.exemplar = exemplar;
-    }
-    summary.patterns = patterns;
+    let patterns = merge_across_windows(groups, threshold);
+    let keys: Vec<EventKey> = patterns.iter().map(|(_, key)| *key).collect();
+    let exemplars = load_exemplars(conn, &keys).await?;
+    summary.patterns = patterns
+        .into_iter()
+        .zip(exemplars)
+        .map(|((pattern, _), exemplar)| AlertPattern {
+            exemplar,
+            ..pattern
+        })
+        .collect();
     Ok(summary)
 }
 
@@ -716,13 +728,17 @@ struct PatternParts {
     hosts: HashMap<String, i64>,
     rules: HashMap<String, i64>,
     /// The exemplar of its largest group, and that group's size.
-    exemplar: ((DateTime<Utc>, Uuid), i64),
+    exemplar: (EventKey, i64),
 }
 
 /// Groups of different windows whose centroids are within `threshold` become one
 /// pattern (leader clustering over the groups, oldest first); groups of one window
 /// stay apart, as grouping left them.
-fn merge_across_windows(mut groups: Vec<GroupRow>, threshold: f32) -> Vec<AlertPattern> {
+/// Each pattern comes with its exemplar's key (its row is read afterwards).
+fn merge_across_windows(
+    mut groups: Vec<GroupRow>,
+    threshold: f32,
+) -> Vec<(AlertPattern, EventKey)> {
     groups.sort_by_key(|g| (g.window_start, g.first_seen, g.id));
     let mut parts: Vec<PatternParts> = Vec::new();
     for group in groups {
@@ -787,7 +803,7 @@ fn merge_across_windows(mut groups: Vec<GroupRow>, threshold: f32) -> Vec<AlertP
             }),
         }
     }
-    let mut patterns: Vec<(AlertPattern, (DateTime<Utc>, Uuid))> = parts
+    let mut patterns: Vec<(AlertPattern, EventKey)> = parts
         .into_iter()
         .map(|part| {
             let mut pattern = part.pattern;
@@ -804,20 +820,6 @@ fn merge_across_windows(mut groups: Vec<GroupRow>, threshold: f32) -> Vec<AlertP
             .then(a.first_seen.cmp(&b.first_seen))
     });
     patterns
-        .into_iter()
-        .map(|(mut pattern, (ts, id))| {
-            // The exemplar's key, until its row is read.
-            pattern.exemplar = Some(Exemplar {
-                id,
-                ts,
-                host: None,
-                rule: None,
-                message: String::new(),
-                text: None,
-            });
-            pattern
-        })
-        .collect()
 }
 
 fn norm(v: &[f32]) -> f32 {
@@ -834,15 +836,11 @@ fn most_first(counts: HashMap<String, i64>) -> Vec<String> {
         .collect()
 }
 
-/// The exemplar rows of `patterns`, in order.
+/// The events `keys`, in order (`None` for one that is gone).
 async fn load_exemplars(
     conn: &mut PgConnection,
-    patterns: &[AlertPattern],
+    keys: &[EventKey],
 ) -> Result<Vec<Option<Exemplar>>, StoreError> {
-    let keys: Vec<(DateTime<Utc>, Uuid)> = patterns
-        .iter()
-        .filter_map(|p| p.exemplar.as_ref().map(|e| (e.ts, e.id)))
-        .collect();
     let (times, ids): (Vec<DateTime<Utc>>, Vec<Uuid>) = keys.iter().copied().unzip();
     type ExemplarRow = (
         Uuid,
@@ -879,10 +877,7 @@ async fn load_exemplars(
             )
         })
         .collect();
-    Ok(patterns
-        .iter()
-        .map(|p| p.exemplar.as_ref().and_then(|e| rows.get(&e.id).cloned()))
-        .collect())
+    Ok(keys.iter().map(|(_, id)| rows.get(id).cloned()).collect())
 }
 
 #[cfg(test)]
@@ -1019,20 +1014,16 @@ mod tests {
             0.9,
         );
         assert_eq!(patterns.len(), 3);
-        assert_eq!(
-            patterns[0].groups,
-            vec![Uuid::from_u128(1), Uuid::from_u128(2)]
-        );
-        assert_eq!(patterns[0].events, 40);
-        assert_eq!(patterns[0].host_count, 2);
-        assert_eq!(patterns[0].hosts, vec!["h2".to_owned(), "h1".to_owned()]);
-        assert_eq!(patterns[0].rules, vec!["r".to_owned()]);
+        let (first, exemplar) = &patterns[0];
+        assert!(first.exemplar.is_none(), "read afterwards");
+        assert_eq!(first.groups, vec![Uuid::from_u128(1), Uuid::from_u128(2)]);
+        assert_eq!(first.events, 40);
+        assert_eq!(first.host_count, 2);
+        assert_eq!(first.hosts, vec!["h2".to_owned(), "h1".to_owned()]);
+        assert_eq!(first.rules, vec!["r".to_owned()]);
         // The exemplar of the larger group.
-        assert_eq!(
-            patterns[0].exemplar.as_ref().unwrap().id,
-            Uuid::from_u128(102)
-        );
-        assert_eq!(patterns[1].events, 5);
-        assert_eq!(patterns[2].events, 1);
+        assert_eq!(exemplar.1, Uuid::from_u128(102));
+        assert_eq!(patterns[1].0.events, 5);
+        assert_eq!(patterns[2].0.events, 1);
     }
 }
