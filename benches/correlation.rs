@@ -23,18 +23,11 @@ mod support;
 
 use support::fresh_database;
 
-fn env_or(name: &str, default: i64) -> i64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() {
-    let hosts = env_or("BENCH_HOSTS", 1_000);
-    let packages = env_or("BENCH_PACKAGES", 500);
-    let percent = env_or("BENCH_VULNERABLE_PERCENT", 5);
+    let hosts = support::env_or::<i64>("BENCH_HOSTS", 1_000);
+    let packages = support::env_or::<i64>("BENCH_PACKAGES", 500);
+    let percent = support::env_or::<i64>("BENCH_VULNERABLE_PERCENT", 5);
     let admin_url = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL: run `eval \"$(scripts/stack.sh env)\"` first");
     let (_, pool) = fresh_database(&admin_url, "palisade_bench_correlation").await;

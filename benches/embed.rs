@@ -652,13 +652,6 @@ fn read_vectors(path: &Path, n: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 /// The Python baseline's figures for one variant.
 struct PythonRun {
     result: Value,
@@ -765,11 +758,11 @@ fn loadavg() -> String {
 
 fn main() {
     let started = Instant::now();
-    let n: usize = env_or("BENCH_TEXTS", 2000);
-    let batch1_texts: usize = env_or("BENCH_BATCH1_TEXTS", 300).min(n);
+    let n: usize = support::env_or("BENCH_TEXTS", 2000);
+    let batch1_texts: usize = support::env_or("BENCH_BATCH1_TEXTS", 300).min(n);
     let timing = Timing {
-        min_secs: env_or("BENCH_MIN_SECS", 10.0),
-        min_passes: env_or("BENCH_MIN_PASSES", 3),
+        min_secs: support::env_or("BENCH_MIN_SECS", 10.0),
+        min_passes: support::env_or("BENCH_MIN_PASSES", 3),
     };
     let python = std::env::var("PALISADE_PYTHON")
         .ok()
@@ -783,7 +776,7 @@ fn main() {
     let extra = std::env::var("BENCH_EXTRA").is_ok_and(|v| v == "1");
     let base = EmbedderConfig::from_env().expect("embedder configuration");
     let base = EmbedderConfig {
-        threads: env_or("BENCH_THREADS", 2),
+        threads: support::env_or("BENCH_THREADS", 2),
         ..base
     };
     let machine = machine();

@@ -36,13 +36,6 @@ use support::{fresh_database, percentile, Rng};
 
 const CLUSTER: usize = 50;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn host_name(i: usize) -> String {
     format!("node-{i:05}")
 }
@@ -69,10 +62,10 @@ fn summary(mut samples: Vec<f64>) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
-    let hosts = env_or("BENCH_HOSTS", 40_000);
-    let wanted = env_or("BENCH_CONNECTIONS", 940_000);
-    let depth = u32::try_from(env_or("BENCH_DEPTH", 3)).unwrap_or(3);
-    let queries = env_or("BENCH_QUERIES", 200);
+    let hosts = support::env_or::<usize>("BENCH_HOSTS", 40_000);
+    let wanted = support::env_or::<usize>("BENCH_CONNECTIONS", 940_000);
+    let depth = u32::try_from(support::env_or::<usize>("BENCH_DEPTH", 3)).unwrap_or(3);
+    let queries = support::env_or::<usize>("BENCH_QUERIES", 200);
     let admin_url = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL: run `eval \"$(scripts/stack.sh env)\"` first");
     let (_, pool) = fresh_database(&admin_url, "palisade_bench_graph").await;

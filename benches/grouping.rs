@@ -28,18 +28,11 @@ use uuid::Uuid;
 
 mod support;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() {
-    let per_pattern = env_or("BENCH_PER_PATTERN", 200);
-    let events_total = env_or("BENCH_EVENTS", 100_000);
-    let days = env_or("BENCH_DAYS", 1).max(1) as i64;
+    let per_pattern = support::env_or::<usize>("BENCH_PER_PATTERN", 200);
+    let events_total = support::env_or::<usize>("BENCH_EVENTS", 100_000);
+    let days = support::env_or::<usize>("BENCH_DAYS", 1).max(1) as i64;
     let start = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap();
     let mut messages = bursts::attack_bursts(start, per_pattern);
     messages.extend(bursts::falco_by_rule(&support::fixture(

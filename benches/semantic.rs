@@ -120,13 +120,6 @@ impl Row {
     }
 }
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -234,10 +227,10 @@ async fn embed_all(embedder: &Embedder, provenance: &Provenance, rows: &[Row]) -
 
 #[tokio::main]
 async fn main() {
-    let wanted = env_or("BENCH_VECTORS", 100_000);
-    let sample_percent = env_or("BENCH_SAMPLE_PERCENT", 3) as f64;
-    let repeat = env_or("BENCH_REPEAT", 3);
-    let ef = u32::try_from(env_or("BENCH_EF", 100)).unwrap_or(100);
+    let wanted = support::env_or::<usize>("BENCH_VECTORS", 100_000);
+    let sample_percent = support::env_or::<usize>("BENCH_SAMPLE_PERCENT", 3) as f64;
+    let repeat = support::env_or::<usize>("BENCH_REPEAT", 3);
+    let ef = u32::try_from(support::env_or::<usize>("BENCH_EF", 100)).unwrap_or(100);
     let keep = std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1");
     let admin_url = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL: run `eval \"$(scripts/stack.sh env)\"` first");
@@ -319,8 +312,8 @@ async fn main() {
     // The index as the migrations make it (m 32, ef_construction 200) unless
     // BENCH_HNSW_M / BENCH_HNSW_EF_CONSTRUCTION say otherwise; rebuilt when its
     // options differ from those asked for (16 and 64 are pgvector's defaults).
-    let m = env_or("BENCH_HNSW_M", 32);
-    let ef_construction = env_or("BENCH_HNSW_EF_CONSTRUCTION", 200);
+    let m = support::env_or::<usize>("BENCH_HNSW_M", 32);
+    let ef_construction = support::env_or::<usize>("BENCH_HNSW_EF_CONSTRUCTION", 200);
     let options = if (m, ef_construction) == (16, 64) {
         String::new()
     } else {
