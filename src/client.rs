@@ -1,19 +1,32 @@
-//! The CLI's side of the HTTP API: `palisade query` asks a running Palisade over plain
-//! HTTP/1.1 (a loopback or trusted-network address; put TLS in front for anything else)
-//! and prints the answer as a table.
+//! The CLI's side of the HTTP API, also used to call AWX: `palisade query` asks a
+//! running Palisade and prints the answer as a table.
+//!
+//! HTTP/1.1 over plain TCP (`http://host:port`, for loopback or a trusted network) or over
+//! TLS (`https://host:port`), verified against the system's root certificates plus an
+//! optional CA file of the operator's.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsConnector;
 
 /// Why a request to the server failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The server address is not `http://host:port`.
-    #[error("the server address must look like http://127.0.0.1:7311, got {0:?}")]
+    /// The server address is not `http://host:port` or `https://host:port`.
+    #[error(
+        "the server address must look like http://127.0.0.1:7311 or https://host:port, got {0:?}"
+    )]
     Address(String),
+    /// The TLS set-up failed: no usable root certificates, or a bad CA file.
+    #[error("TLS set-up: {0}")]
+    Tls(String),
     /// Could not connect or talk to the server.
-    #[error("cannot reach palisade at {addr} ({source}); is `palisade up` running?")]
+    #[error("cannot reach {addr} ({source}); is the server running?")]
     Io {
         /// Where we tried.
         addr: String,
@@ -34,23 +47,58 @@ pub enum ClientError {
 }
 
 /// A client of one server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiClient {
     addr: String,
     token: Option<String>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiClient {
-    /// A client of the server at `url` (`http://host:port`), presenting `token` when given.
+    /// A client of the server at `url` (`http://host:port` or `https://host:port`),
+    /// presenting `token` when given; TLS servers are verified against the system's roots.
     pub fn new(url: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let addr = url
-            .strip_prefix("http://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .filter(|rest| !rest.is_empty() && !rest.contains('/'))
+        Self::with_ca_file(url, token, None)
+    }
+
+    /// As [`ApiClient::new`], also trusting the PEM certificates in `ca_file` (a private CA,
+    /// or a self-signed server certificate) for `https://` addresses.
+    pub fn with_ca_file(
+        url: &str,
+        token: Option<String>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, ClientError> {
+        let (scheme, rest) = url
+            .split_once("://")
             .ok_or_else(|| ClientError::Address(url.to_owned()))?;
+        let addr = rest.trim_end_matches('/');
+        let host = addr.rsplit_once(':').map(|(host, _)| host);
+        let (Some(host), false) = (host, addr.contains('/')) else {
+            return Err(ClientError::Address(url.to_owned()));
+        };
+        let tls = match scheme {
+            "http" => None,
+            "https" => {
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = ServerName::try_from(host.to_owned())
+                    .map_err(|_| ClientError::Address(url.to_owned()))?;
+                Some((tls_connector(ca_file)?, name))
+            }
+            _ => return Err(ClientError::Address(url.to_owned())),
+        };
         Ok(ApiClient {
             addr: addr.to_owned(),
             token: token.filter(|t| !t.is_empty()),
+            tls,
         })
     }
 
@@ -89,13 +137,18 @@ impl ApiClient {
             ));
         }
         head.push_str("\r\n");
-        let mut stream = tokio::net::TcpStream::connect(&self.addr)
+        let request = [head.as_bytes(), body.as_bytes()].concat();
+        let tcp = tokio::net::TcpStream::connect(&self.addr)
             .await
             .map_err(io)?;
-        stream.write_all(head.as_bytes()).await.map_err(io)?;
-        stream.write_all(body.as_bytes()).await.map_err(io)?;
-        let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await.map_err(io)?;
+        let reply = match &self.tls {
+            None => exchange(tcp, &request).await,
+            Some((connector, name)) => {
+                let stream = connector.connect(name.clone(), tcp).await.map_err(io)?;
+                exchange(stream, &request).await
+            }
+        }
+        .map_err(io)?;
         let (status, json) = parse_reply(&reply)?;
         if (200..300).contains(&status) {
             return Ok(json);
@@ -106,6 +159,57 @@ impl ApiClient {
         }
         Err(ClientError::Status { status, message })
     }
+}
+
+/// Sends `request` and reads the reply until the server closes the connection. A TLS
+/// peer that closes without `close_notify` after a complete reply is not an error: the
+/// reply's own framing (length or chunks) is checked by [`parse_reply`].
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    stream.write_all(request).await?;
+    stream.flush().await?;
+    let mut reply = Vec::new();
+    match stream.read_to_end(&mut reply).await {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => Ok(reply),
+        other => other.map(|_| reply),
+    }
+}
+
+/// A TLS connector trusting the system's roots and the certificates in `ca_file`.
+fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| ClientError::Tls(format!("CA file {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(ClientError::Tls(format!(
+                "CA file {} holds no certificates",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| ClientError::Tls(format!("CA file {}: {e}", path.display())))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(ClientError::Tls(
+            "no root certificates: install ca-certificates or give a CA file".into(),
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// Status code and JSON body of an HTTP/1.1 reply (content-length or chunked).
@@ -229,11 +333,16 @@ mod tests {
     }
 
     #[test]
-    fn addresses_must_be_plain_http() {
+    fn addresses_are_http_or_https_with_a_port() {
         assert!(ApiClient::new("http://127.0.0.1:7311", None).is_ok());
         assert!(ApiClient::new("http://127.0.0.1:7311/", None).is_ok());
-        assert!(ApiClient::new("https://x:1", None).is_err());
+        assert!(ApiClient::new("ftp://x:1", None).is_err());
+        assert!(ApiClient::new("http://x:1/api", None).is_err());
+        assert!(ApiClient::new("http://x", None).is_err());
         assert!(ApiClient::new("127.0.0.1:7311", None).is_err());
+        let missing =
+            ApiClient::with_ca_file("https://x:1", None, Some(Path::new("/nonexistent.pem")));
+        assert!(matches!(missing, Err(ClientError::Tls(_))), "{missing:?}");
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! and a JSON body `{"extra_vars": {…}}`; the answer (201) carries the new job's
 //! id as `job`. The template must prompt for extra variables on launch.
 //!
-//! Plain HTTP only (`http://host:port`): run it on the AWX host's loopback or a
-//! trusted network, or put a TLS-terminating proxy in front.
+//! AWX is reached over `https://` (verified against the system's roots, plus
+//! `--awx-ca-file` for a private CA) or plain `http://` on a trusted network.
 
 use clap::Args;
 use palisade_core::correlation::{record_remediation, P0};
@@ -19,7 +19,7 @@ use crate::client::ApiClient;
 /// Where and how to launch remediation.
 #[derive(Debug, Clone, Args)]
 pub struct RemediationSettings {
-    /// AWX base address, e.g. `http://awx.internal:8052`; unset: no remediation.
+    /// AWX base address, e.g. `https://awx.internal:443`; unset: no remediation.
     #[arg(long, env = "PALISADE_AWX_URL")]
     pub awx_url: Option<String>,
 
@@ -30,6 +30,10 @@ pub struct RemediationSettings {
     /// AWX OAuth2 token (sent as `Authorization: Bearer …`).
     #[arg(long, env = "PALISADE_AWX_TOKEN", hide_env_values = true)]
     pub awx_token: Option<String>,
+
+    /// PEM file of extra CA certificates to trust for an `https://` AWX address.
+    #[arg(long, env = "PALISADE_AWX_CA_FILE")]
+    pub awx_ca_file: Option<std::path::PathBuf>,
 }
 
 /// A configured AWX launcher.
@@ -45,7 +49,11 @@ impl RemediationSettings {
         match (&self.awx_url, self.awx_job_template) {
             (None, None) => Ok(None),
             (Some(url), Some(template)) => Ok(Some(AwxLauncher {
-                client: ApiClient::new(url, self.awx_token.clone())?,
+                client: ApiClient::with_ca_file(
+                    url,
+                    self.awx_token.clone(),
+                    self.awx_ca_file.as_deref(),
+                )?,
                 template,
             })),
             _ => anyhow::bail!(

@@ -1,7 +1,8 @@
 //! Running vs dormant end to end: process deltas and a real Trivy report published
 //! to JetStream, incidents correlated in PostgreSQL, P0s published on
 //! `incidents.p0`, and the AWX remediation hook launched against a local HTTP
-//! server that speaks AWX's job-template launch contract.
+//! server that speaks AWX's job-template launch contract, over plain HTTP and over
+//! TLS with a certificate the launcher must verify.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -55,15 +56,57 @@ async fn launch(
     )
 }
 
+fn awx_routes(launches: &Launches) -> Router {
+    Router::new()
+        .route("/api/v2/job_templates/{id}/launch/", post(launch))
+        .with_state(launches.clone())
+}
+
 async fn stand_in_awx() -> (String, Launches) {
     let launches: Launches = Arc::default();
-    let app = Router::new()
-        .route("/api/v2/job_templates/{id}/launch/", post(launch))
-        .with_state(launches.clone());
+    let app = awx_routes(&launches);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("http://{addr}"), launches)
+}
+
+/// The stand-in AWX behind TLS with a fresh self-signed certificate for 127.0.0.1:
+/// (https address, the certificate's PEM, launches).
+async fn stand_in_awx_over_tls() -> (String, String, Launches) {
+    let launches: Launches = Arc::default();
+    let app = awx_routes(&launches);
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                // A client that rejects the certificate ends the handshake here.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (format!("https://{addr}"), cert_pem, launches)
 }
 
 fn processes(host: &str, ts: &str, started: Value, stopped: Value) -> String {
@@ -333,4 +376,55 @@ async fn running_vulnerable_packages_are_p0_and_launch_remediation() {
     drop(app);
     running.stop().await;
     env.cleanup().await;
+}
+
+/// AWX is usually reached over HTTPS: the launcher verifies the server's certificate
+/// (here against the CA file it is given), refuses an unverified one, and launches the
+/// job over TLS like over plain HTTP.
+#[tokio::test]
+async fn the_awx_launcher_speaks_tls_and_verifies_the_certificate() {
+    let (awx_url, cert_pem, launches) = stand_in_awx_over_tls().await;
+    let dir = tempfile_dir();
+    let ca_file = dir.join("awx-ca.pem");
+    std::fs::write(&ca_file, cert_pem).unwrap();
+    let incident = palisade_core::correlation::P0 {
+        id: uuid::Uuid::new_v4(),
+        host: "web-01".into(),
+        vulnerability_id: "CVE-2024-6387".into(),
+        package: "openssh-server".into(),
+        version: "1:9.2p1-2+deb12u2".into(),
+        severity: "critical".into(),
+        evidence: json!([]),
+        escalated_at: chrono::Utc::now(),
+    };
+    let settings = |ca: Option<std::path::PathBuf>| palisade::remediation::RemediationSettings {
+        awx_url: Some(awx_url.clone()),
+        awx_job_template: Some(9),
+        awx_token: Some(AWX_TOKEN.into()),
+        awx_ca_file: ca,
+    };
+
+    let trusted = settings(Some(ca_file)).launcher().unwrap().unwrap();
+    assert_eq!(trusted.launch(&incident).await, Ok(AWX_JOB));
+    {
+        let launches = launches.lock().unwrap();
+        assert_eq!(launches.len(), 1);
+        assert_eq!(launches[0].0, 9);
+        assert_eq!(launches[0].1["extra_vars"]["palisade_host"], "web-01");
+        assert_eq!(launches[0].1["extra_vars"]["palisade_cve"], "CVE-2024-6387");
+    }
+
+    // Without the CA file the self-signed certificate is not trusted: no launch.
+    let untrusted = settings(None).launcher().unwrap().unwrap();
+    let refused = untrusted.launch(&incident).await.unwrap_err();
+    assert!(refused.contains("certificate"), "{refused}");
+    assert_eq!(launches.lock().unwrap().len(), 1);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("palisade-awx-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
