@@ -3,7 +3,10 @@
 //! (default 500), `BENCH_VULNERABLE_PERCENT` of them vulnerable (default 5, each
 //! with two critical or high CVEs), and 150 live processes per host, ten of them
 //! belonging to one of the host's vulnerable packages (by the package the agent
-//! reports, or by executable name).
+//! reports, by the package's installed files, or by executable name). Every package
+//! lists 20 installed files, as Trivy does for OS packages; for every other
+//! vulnerable package one of them is its executable, so its processes are found
+//! by file, and the others' by name.
 //!
 //! The fleet is written with `generate_series` straight into the tables the vulns
 //! and processes projections keep; then `correlate` runs over every host three
@@ -42,6 +45,14 @@ async fn main() {
             vec![packages],
         ),
         (
+            "INSERT INTO package_files (package_id, path) \
+             SELECT p.id, CASE WHEN f = 0 AND substr(p.name, 5)::int % $1 = 0 \
+                               THEN '/usr/bin/' || p.name \
+                               ELSE '/usr/share/doc/' || p.name || '/file-' || f END \
+             FROM packages p, generate_series(0, 19) f",
+            vec![2 * every],
+        ),
+        (
             "INSERT INTO vulnerabilities (id, severity, severity_level, title, updated_at) \
              SELECT 'CVE-2026-' || (10000 + k * 3 + c), \
                     CASE WHEN c = 0 THEN 'critical' ELSE 'high' END, \
@@ -69,7 +80,7 @@ async fn main() {
             vec![hosts, every],
         ),
         // 150 processes per host: 10 of a vulnerable package (half reported by the
-        // agent, half found by executable name), 140 of other packages.
+        // agent, half found by installed file or executable name), 140 of other packages.
         (
             "INSERT INTO processes (host, pid, started_at, ppid, exe, cmdline, user_name, package) \
              SELECT 'host-' || h, 1000 + n, now() - interval '1 hour', 1, \
@@ -99,9 +110,11 @@ async fn main() {
         }
     };
     println!(
-        "## Correlation benchmark: {hosts} hosts × {packages} packages ({} host packages), \
-         {} open critical/high findings, {} live processes; generated in {:.1} s",
+        "## Correlation benchmark: {hosts} hosts × {packages} packages ({} host packages, \
+         {} installed files), {} open critical/high findings, {} live processes; \
+         generated in {:.1} s",
         count("SELECT count(*) FROM host_packages").await,
+        count("SELECT count(*) FROM package_files").await,
         count("SELECT count(*) FROM host_vulnerabilities").await,
         count("SELECT count(*) FROM processes WHERE stopped_at IS NULL").await,
         started.elapsed().as_secs_f64()
@@ -144,4 +157,12 @@ async fn main() {
         )
         .await
     );
+    let matched: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT e->>'matched_by', count(*) FROM incidents, jsonb_array_elements(evidence) e \
+         WHERE resolved_at IS NULL GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    println!("- evidence of running incidents, by how the process was matched: {matched:?}");
 }

@@ -378,6 +378,84 @@ async fn running_vulnerable_packages_are_p0_and_launch_remediation() {
     env.cleanup().await;
 }
 
+/// Where the scan lists a package's installed files, an executable belongs to the
+/// package that installed it: Debian's `nginx` is a metapackage and `/usr/sbin/nginx`
+/// comes from `nginx-core`. The report is written for this test in Trivy's schema
+/// (`InstalledFiles` as `trivy --list-all-pkgs --format json` writes it for dpkg); the
+/// fixtures' real reports list no files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installed_files_tell_which_package_a_process_runs() {
+    let env = TestEnv::new("correlation_files").await;
+    let running = palisade::server::start(env.connections(), env.serve_settings(&[]))
+        .await
+        .unwrap();
+    let ts =
+        |minutes: i64| (chrono::Utc::now() - chrono::Duration::minutes(60 - minutes)).to_rfc3339();
+    env.publish(
+        "telemetry.processes.edge",
+        processes(
+            "app-01",
+            &ts(0),
+            json!([
+                {"pid": 10, "ppid": 1, "exe": "/usr/sbin/nginx", "cmdline": "nginx: master process",
+                 "user": "root"},
+                {"pid": 20, "ppid": 1, "exe": "/usr/sbin/sshd", "cmdline": "sshd: /usr/sbin/sshd -D",
+                 "user": "root"}]),
+            json!([]),
+        ),
+    )
+    .await;
+    let vulnerability = |package: &str, version: &str, severity: &str| {
+        json!({"VulnerabilityID": "CVE-2023-44487", "PkgName": package,
+               "InstalledVersion": version, "Severity": severity})
+    };
+    let report = json!({
+        "SchemaVersion": 2, "CreatedAt": ts(1), "ArtifactName": "app-01", "ArtifactType": "filesystem",
+        "Metadata": {"OS": {"Family": "debian", "Name": "12.7"}},
+        "Results": [{"Target": "app-01 (debian 12.7)", "Class": "os-pkgs", "Type": "debian",
+            "Packages": [
+                {"Name": "nginx", "Version": "1.22.1-9",
+                 "InstalledFiles": ["/usr/share/doc/nginx/copyright"]},
+                {"Name": "nginx-core", "Version": "1.22.1-9",
+                 "InstalledFiles": ["/usr/sbin/nginx", "/usr/share/doc/nginx-core/copyright"]},
+                {"Name": "openssh-server", "Version": "1:9.2p1-2+deb12u3",
+                 "InstalledFiles": ["/usr/sbin/sshd", "/etc/ssh/moduli"]}],
+            "Vulnerabilities": [
+                vulnerability("nginx", "1.22.1-9", "HIGH"),
+                vulnerability("nginx-core", "1.22.1-9", "HIGH"),
+                vulnerability("openssh-server", "1:9.2p1-2+deb12u3", "CRITICAL")]}]
+    });
+    env.publish("scan.trivy.results", scan("app-01", &ts(1), &report))
+        .await;
+    wait_until("three incidents", || async {
+        open_incidents(&env).await.len() == 3
+    })
+    .await;
+    assert_eq!(
+        open_incidents(&env).await,
+        vec![
+            // /usr/sbin/nginx is nginx-core's file, so no name match for `nginx`.
+            row("app-01", "nginx", "dormant", "scheduled"),
+            row("app-01", "nginx-core", "running", "P0"),
+            row("app-01", "openssh-server", "running", "P0"),
+        ]
+    );
+    let evidence: Vec<Value> = sqlx::query_scalar(
+        "SELECT evidence FROM incidents WHERE state = 'running' ORDER BY package",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        evidence,
+        [
+            json!([{"pid": 10, "exe": "/usr/sbin/nginx", "matched_by": "file"}]),
+            json!([{"pid": 20, "exe": "/usr/sbin/sshd", "matched_by": "file"}]),
+        ]
+    );
+    running.stop().await;
+}
+
 /// AWX is usually reached over HTTPS: the launcher verifies the server's certificate
 /// (here against the CA file it is given), refuses an unverified one, and launches the
 /// job over TLS like over plain HTTP.

@@ -14,7 +14,8 @@ pub enum Projection {
     Processes,
     /// `connections`.
     Connections,
-    /// `scans`, `packages`, `vulnerabilities`, `host_packages`, `host_vulnerabilities`.
+    /// `scans`, `packages`, `package_files`, `vulnerabilities`, `host_packages`,
+    /// `host_vulnerabilities`.
     Vulns,
     /// `event_vectors`: embeddings of the events worth embedding (semantic hunting).
     Vectors,
@@ -111,6 +112,7 @@ impl Projection {
             Projection::Vulns => &[
                 "host_vulnerabilities",
                 "host_packages",
+                "package_files",
                 "scans",
                 "vulnerabilities",
                 "packages",

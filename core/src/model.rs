@@ -228,6 +228,9 @@ pub struct Package {
     pub ecosystem: String,
     /// Path of the manifest or lock file it was found in, for language packages.
     pub path: Option<String>,
+    /// The files the package installed, as absolute paths, where the scanner lists
+    /// them (Trivy's `InstalledFiles` for OS packages); empty when unknown.
+    pub installed_files: Vec<String>,
 }
 
 /// A vulnerability found in an installed package.

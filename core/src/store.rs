@@ -927,6 +927,25 @@ async fn apply_scan(
     .execute(&mut **tx)
     .await?;
 
+    // The files of packages that list them, for telling which package runs.
+    let mut files: BTreeSet<(i64, &str)> = BTreeSet::new();
+    for p in &report.packages {
+        let id = id_of(p)?;
+        files.extend(p.installed_files.iter().map(|f| (id, f.as_str())));
+    }
+    if !files.is_empty() {
+        let (file_packages, file_paths): (Vec<i64>, Vec<&str>) = files.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO package_files (package_id, path)
+             SELECT * FROM UNNEST($1::int8[], $2::text[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(file_packages)
+        .bind(file_paths)
+        .execute(&mut **tx)
+        .await?;
+    }
+
     // Vulnerability catalogue, one row per id (the first finding's text wins).
     let mut catalogue: BTreeMap<&str, &crate::model::Finding> = BTreeMap::new();
     for f in &report.findings {

@@ -89,6 +89,7 @@ struct RawPackage {
     version: Option<String>,
     file_path: Option<String>,
     pkg_path: Option<String>,
+    installed_files: Option<Vec<String>>,
 }
 
 /// One of `Results[].Vulnerabilities[]`.
@@ -189,6 +190,7 @@ fn scan(raw: RawReport, overrides: Option<Overrides>) -> Result<ScanReport, Deco
                 version: required(&at, "Version", package.version)?,
                 ecosystem: ecosystem.clone(),
                 path: non_empty(package.file_path).or(non_empty(package.pkg_path)),
+                installed_files: absolute_paths(package.installed_files.unwrap_or_default()),
             });
         }
         for (v, vulnerability) in result
@@ -205,6 +207,7 @@ fn scan(raw: RawReport, overrides: Option<Overrides>) -> Result<ScanReport, Deco
                     version: vulnerability.installed_version.unwrap_or_default(),
                     ecosystem: ecosystem.clone(),
                     path: non_empty(vulnerability.pkg_path),
+                    installed_files: Vec::new(),
                 },
                 fixed_version: non_empty(vulnerability.fixed_version),
                 severity: severity(&at, vulnerability.severity.as_deref())?,
@@ -260,6 +263,22 @@ fn scan(raw: RawReport, overrides: Option<Overrides>) -> Result<ScanReport, Deco
 /// A required field of the report element `at`.
 fn required(at: &str, field: &str, value: Option<String>) -> Result<String, DecodeError> {
     non_empty(value).ok_or_else(|| invalid(CONTRACT, format!("{at}: missing {field}")))
+}
+
+/// Installed files as absolute paths: Trivy writes dpkg and rpm files absolute and
+/// apk files relative to the root (`usr/bin/curl`). Empty entries are dropped.
+fn absolute_paths(files: Vec<String>) -> Vec<String> {
+    files
+        .into_iter()
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| {
+            if f.starts_with('/') {
+                f
+            } else {
+                format!("/{f}")
+            }
+        })
+        .collect()
 }
 
 /// Trivy's severity names; a missing one is `UNKNOWN`.
@@ -338,7 +357,8 @@ mod tests {
                 name: "libcrypto1.1".into(),
                 version: "1.1.1b-r1".into(),
                 ecosystem: "alpine".into(),
-                path: None
+                path: None,
+                installed_files: vec![],
             }
         );
         assert_eq!(f.fixed_version.as_deref(), Some("1.1.1d-r0"));
@@ -460,6 +480,32 @@ mod tests {
         assert_eq!(f.package, r.packages[1]);
         assert_eq!(f.package.ecosystem, "ubuntu");
         assert_eq!(f.fixed_version.as_deref(), Some("1:8.9p1-3ubuntu0.10"));
+    }
+
+    #[test]
+    fn installed_files_become_absolute_paths() {
+        // Trivy's apk analyser lists files relative to the root; dpkg and rpm absolute.
+        let r = report(
+            r#"{"SchemaVersion":2,"CreatedAt":"2026-11-24T14:00:00Z","ArtifactName":"x","Results":[
+                {"Target":"x (alpine 3.20.3)","Type":"alpine","Packages":[
+                    {"Name":"curl","Version":"8.9.1-r1","InstalledFiles":["usr/bin/curl",""]},
+                    {"Name":"busybox","Version":"1.36.1-r29"}]},
+                {"Target":"x (debian 12.7)","Type":"debian","Packages":[
+                    {"Name":"nginx-core","Version":"1.22.1-9","InstalledFiles":["/usr/sbin/nginx"]}]}]}"#,
+        );
+        let files: Vec<_> = r
+            .packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.installed_files.clone()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("curl", vec!["/usr/bin/curl".to_owned()]),
+                ("busybox", vec![]),
+                ("nginx-core", vec!["/usr/sbin/nginx".to_owned()]),
+            ]
+        );
     }
 
     #[test]
