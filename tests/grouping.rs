@@ -1,8 +1,8 @@
 //! Semantic alert grouping end to end: generated bursts of known attack patterns
 //! (src/bursts.rs) mixed with the real Falco fixture alerts, published to
 //! JetStream, embedded by the vectors projection with the real model, grouped as
-//! they are stored, then read through `group_similar`, the alert groups API and a
-//! regroup.
+//! they are stored (across a restart of the server), then read through
+//! `group_similar`, the alert groups API and a regroup.
 //!
 //! Needs the converted model: `scripts/stack.sh up` (or `scripts/stack.sh model`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -42,6 +42,14 @@ async fn memberships(env: &TestEnv, start: chrono::DateTime<Utc>) -> Vec<(Vec<u8
     .unwrap()
 }
 
+/// (group id, founding text) of every group.
+async fn founders(env: &TestEnv) -> Vec<(Uuid, Vec<u8>)> {
+    sqlx::query_as("SELECT id, founder_key FROM alert_groups ORDER BY id")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_group_into_their_attack_patterns() {
     let env = TestEnv::new("grouping").await;
@@ -52,19 +60,66 @@ async fn alerts_group_into_their_attack_patterns() {
 
     let start = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap();
     let mut messages = bursts::attack_bursts(start, 40);
+    // Two thirds of the bursts before a restart, the rest and the real alerts after.
+    let before_restart = messages.len() * 2 / 3;
     messages.extend(bursts::falco_by_rule(&fixture("falco/alerts.jsonl")));
-    for message in &messages {
-        env.publish(message.subject, message.payload.clone()).await;
-    }
     let embedded = bursts::embedded(&messages);
     let known: HashSet<&str> = embedded.iter().map(|e| e.pattern.as_str()).collect();
     assert_eq!(known.len(), bursts::PATTERNS.len() + 11, "{known:?}");
+
+    for message in &messages[..before_restart] {
+        env.publish(message.subject, message.payload.clone()).await;
+    }
+    env.wait_for_count(
+        "SELECT count(*) FROM event_vectors",
+        bursts::embedded(&messages[..before_restart]).len() as i64,
+        Duration::from_secs(120),
+    )
+    .await;
+    let window_start = Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap();
+    let groups_before = founders(&env).await;
+    let members_before = memberships(&env, window_start).await;
+    assert!(groups_before.len() >= bursts::PATTERNS.len());
+
+    // Grouping state lives in PostgreSQL only: a restarted server goes on with the
+    // same groups, and the rest of the bursts join them.
+    running.stop().await;
+    let running = palisade::server::start(env.connections(), settings.clone())
+        .await
+        .unwrap();
+    for message in &messages[before_restart..] {
+        env.publish(message.subject, message.payload.clone()).await;
+    }
     env.wait_for_count(
         "SELECT count(*) FROM event_vectors",
         embedded.len() as i64,
         Duration::from_secs(120),
     )
     .await;
+    let groups_after = founders(&env).await;
+    assert!(
+        groups_before.iter().all(|g| groups_after.contains(g)),
+        "every group keeps its id and founder across the restart"
+    );
+    let members_after = memberships(&env, window_start).await;
+    assert!(
+        members_before.iter().all(|m| members_after.contains(m)),
+        "every text keeps its group across the restart"
+    );
+    let old_groups: HashSet<Uuid> = groups_before.iter().map(|g| g.0).collect();
+    let new_texts: Vec<&(Vec<u8>, Uuid)> = members_after
+        .iter()
+        .filter(|m| !members_before.contains(m))
+        .collect();
+    let joined = new_texts
+        .iter()
+        .filter(|m| old_groups.contains(&m.1))
+        .count();
+    assert!(
+        !new_texts.is_empty() && joined * 10 >= new_texts.len() * 9,
+        "{joined} of {} new burst texts joined a group from before the restart",
+        new_texts.len()
+    );
     // Every embedded event's text has a group in its window, committed with it.
     assert_eq!(
         env.count(
@@ -213,7 +268,6 @@ async fn alerts_group_into_their_attack_patterns() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
     // Regrouping the day twice gives the same groups, ids and members.
-    let window_start = Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap();
     let online = memberships(&env, window_start).await;
     let regroup = json!({"from": "2026-11-20T00:00:00Z", "to": "2026-11-20T23:59:59Z"});
     let (status, body) = call(&app, post("/api/v1/alerts/groups/regroup", regroup.clone())).await;
