@@ -229,7 +229,21 @@ async fn alerts_group_into_their_attack_patterns() {
             group["rule_count"], 1,
             "one Falco rule per generated pattern: {group}"
         );
+        let sparkline: Vec<u64> = group["sparkline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .collect();
+        assert_eq!(sparkline.len(), 24, "{group}");
+        assert_eq!(
+            Some(sparkline.iter().sum()),
+            group["events"].as_u64(),
+            "{group}"
+        );
     }
+    assert_eq!(day["timeline"]["buckets"], 24, "{day}");
+    assert!(day["timeline"]["from"].as_str().unwrap() <= day["timeline"]["to"].as_str().unwrap());
     let reverse: Vec<u64> = groups
         .iter()
         .filter(|g| g["rules"][0] == "Redirect STDOUT/STDIN to Network Connection in Container")

@@ -564,6 +564,23 @@ pub struct AlertPattern {
     pub last_seen: DateTime<Utc>,
     /// A matching event of the group's founding text if there is one, else its latest.
     pub exemplar: Option<Exemplar>,
+    /// Its events per slice of the answer's [`Timeline`], for a sparkline.
+    pub sparkline: Vec<u64>,
+}
+
+/// Buckets in a pattern's [`AlertPattern::sparkline`].
+pub const SPARKLINE_BUCKETS: usize = 24;
+
+/// The span the sparklines cover: from the first to the last chosen event, cut
+/// into [`SPARKLINE_BUCKETS`] equal slices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Timeline {
+    /// Start of the first slice.
+    pub from: DateTime<Utc>,
+    /// End of the last slice.
+    pub to: DateTime<Utc>,
+    /// Slices.
+    pub buckets: usize,
 }
 
 /// The dashboard's answer.
@@ -576,6 +593,8 @@ pub struct GroupSummary {
     pub ungrouped: u64,
     /// Patterns, most events first.
     pub patterns: Vec<AlertPattern>,
+    /// What the sparklines cover; `None` when no event was chosen.
+    pub timeline: Option<Timeline>,
 }
 
 /// One group's aggregate over the chosen events.
@@ -590,6 +609,7 @@ struct GroupRow {
     hosts: Vec<(String, i64)>,
     rules: Vec<(String, i64)>,
     exemplar: EventKey,
+    sparkline: Vec<u64>,
 }
 
 /// The groups of `events`, merged into patterns across windows at `threshold`.
@@ -625,12 +645,19 @@ pub async fn summarise(
          exemplars AS (SELECT DISTINCT ON (group_id) group_id, ts, event_id FROM chosen \
                    ORDER BY group_id, (text_key = founder_key) DESC, ts DESC, event_id), \
          totals AS (SELECT group_id, count(*) AS n, count(DISTINCT text_key) AS texts, \
-                   min(ts) AS first_seen, max(ts) AS last_seen FROM chosen GROUP BY group_id) \
+                   min(ts) AS first_seen, max(ts) AS last_seen FROM chosen GROUP BY group_id), \
+         span AS (SELECT extract(epoch FROM min(ts)) AS lo, \
+                         extract(epoch FROM max(ts)) + 0.001 AS hi FROM chosen), \
+         slices AS (SELECT c.group_id, \
+                   width_bucket(extract(epoch FROM c.ts), s.lo, s.hi, {SPARKLINE_BUCKETS}) - 1 AS b, \
+                   count(*) AS n FROM chosen c, span s GROUP BY 1, 2) \
          SELECT t.group_id, t.n, t.texts, t.first_seen, t.last_seen, \
            COALESCE((SELECT jsonb_agg(jsonb_build_array(h.host, h.n) ORDER BY h.n DESC, h.host) \
                      FROM hosts h WHERE h.group_id IS NOT DISTINCT FROM t.group_id), '[]'), \
            COALESCE((SELECT jsonb_agg(jsonb_build_array(r.rule, r.n) ORDER BY r.n DESC, r.rule) \
                      FROM rules r WHERE r.group_id IS NOT DISTINCT FROM t.group_id), '[]'), \
+           COALESCE((SELECT jsonb_agg(jsonb_build_array(l.b, l.n)) \
+                     FROM slices l WHERE l.group_id IS NOT DISTINCT FROM t.group_id), '[]'), \
            x.ts, x.event_id \
          FROM totals t JOIN exemplars x ON x.group_id IS NOT DISTINCT FROM t.group_id"
     );
@@ -642,6 +669,7 @@ pub async fn summarise(
             i64,
             DateTime<Utc>,
             DateTime<Utc>,
+            serde_json::Value,
             serde_json::Value,
             serde_json::Value,
             DateTime<Utc>,
@@ -658,11 +686,19 @@ pub async fn summarise(
         events: 0,
         ungrouped: 0,
         patterns: Vec::new(),
+        timeline: None,
     };
     let mut groups: Vec<GroupRow> = Vec::new();
-    for (id, events, texts, first_seen, last_seen, hosts, rules, ex_ts, ex_id) in rows {
+    for (id, events, texts, first_seen, last_seen, hosts, rules, slices, ex_ts, ex_id) in rows {
         let events_u = u64::try_from(events).unwrap_or(0);
         summary.events += events_u;
+        let timeline = summary.timeline.get_or_insert(Timeline {
+            from: first_seen,
+            to: last_seen,
+            buckets: SPARKLINE_BUCKETS,
+        });
+        timeline.from = timeline.from.min(first_seen);
+        timeline.to = timeline.to.max(last_seen);
         let Some(id) = id else {
             summary.ungrouped += events_u;
             continue;
@@ -678,6 +714,7 @@ pub async fn summarise(
             hosts: counted(&hosts),
             rules: counted(&rules),
             exemplar: (ex_ts, ex_id),
+            sparkline: sparkline(&slices),
         });
     }
     let group_ids: Vec<Uuid> = groups.iter().map(|g| g.id).collect();
@@ -709,6 +746,20 @@ pub async fn summarise(
         })
         .collect();
     Ok(summary)
+}
+
+/// `[[slice, events], …]` as events per slice.
+fn sparkline(slices: &serde_json::Value) -> Vec<u64> {
+    let mut counts = vec![0; SPARKLINE_BUCKETS];
+    for pair in slices.as_array().into_iter().flatten() {
+        let slice = pair[0].as_u64().and_then(|b| usize::try_from(b).ok());
+        if let (Some(slice), Some(n)) = (slice, pair[1].as_u64()) {
+            if let Some(count) = counts.get_mut(slice) {
+                *count += n;
+            }
+        }
+    }
+    counts
 }
 
 fn counted(value: &serde_json::Value) -> Vec<(String, i64)> {
@@ -777,6 +828,9 @@ fn merge_across_windows(
                 for (rule, n) in group.rules {
                     *part.rules.entry(rule).or_default() += n;
                 }
+                for (a, b) in p.sparkline.iter_mut().zip(&group.sparkline) {
+                    *a += b;
+                }
                 if group.events > part.exemplar.1 {
                     part.exemplar = (group.exemplar, group.events);
                 }
@@ -794,6 +848,7 @@ fn merge_across_windows(
                     first_seen: group.first_seen,
                     last_seen: group.last_seen,
                     exemplar: None,
+                    sparkline: group.sparkline,
                 },
                 sum: group.sum,
                 windows: HashSet::from([group.window_start]),
@@ -998,6 +1053,7 @@ mod tests {
             hosts: vec![(format!("h{id}"), events)],
             rules: vec![("r".into(), events)],
             exemplar: (start, Uuid::from_u128(id + 100)),
+            sparkline: vec![u64::try_from(events).unwrap(); SPARKLINE_BUCKETS],
         }
     }
 

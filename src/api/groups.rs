@@ -79,6 +79,7 @@ pub async fn alert_groups(
                 "events": report.as_ref().map_or(0, |r| r.events),
                 "patterns": report.as_ref().map_or(0, |r| r.patterns),
                 "ungrouped": report.as_ref().map_or(0, |r| r.ungrouped),
+                "timeline": report.as_ref().and_then(|r| r.timeline),
                 "partial": answer.partial,
                 "groups": answer.rows,
                 "took_ms": answer.took_ms,

@@ -31,6 +31,8 @@ pub struct GroupsReport {
     pub patterns: u64,
     /// Events in no group yet (embedded while grouping was off).
     pub ungrouped: u64,
+    /// The span each pattern's `sparkline` covers.
+    pub timeline: Option<grouping::Timeline>,
 }
 
 impl QueryEngine {
@@ -51,6 +53,7 @@ impl QueryEngine {
             events: summary.events,
             patterns: answer.total.value,
             ungrouped: summary.ungrouped,
+            timeline: summary.timeline,
         });
         Ok(answer)
     }
