@@ -140,6 +140,7 @@ fn documented() -> (
         .routes(routes!(incidents::incidents))
         .routes(routes!(incidents::vulns))
         .routes(routes!(groups::alert_groups))
+        .routes(routes!(groups::group_events))
         .routes(routes!(groups::regroup))
         .split_for_parts();
     doc.merge(status_doc);

@@ -243,6 +243,39 @@ async fn alerts_group_into_their_attack_patterns() {
         );
     }
     assert_eq!(day["timeline"]["buckets"], 24, "{day}");
+    // Click-through: a pattern's events are its groups' events in the window.
+    let first = &groups[0];
+    let ids: Vec<&str> = first["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    let (status, events) = call(
+        &app,
+        get(&format!(
+            "/api/v1/alerts/groups/events?ids={}&from=2026-11-20T00:00:00Z&to=2026-11-21T00:00:00Z&limit=1000",
+            ids.join(",")
+        )),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    assert_eq!(events["count"], first["events"], "{events}");
+    let rules: HashSet<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    for bad in [
+        "/api/v1/alerts/groups/events?ids=nope",
+        "/api/v1/alerts/groups/events?ids=",
+        "/api/v1/alerts/groups/events?ids=474b4ed5-008f-5684-8f10-b2a738a26623&limit=0",
+    ] {
+        let (status, body) = call(&app, get(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
     assert!(day["timeline"]["from"].as_str().unwrap() <= day["timeline"]["to"].as_str().unwrap());
     let reverse: Vec<u64> = groups
         .iter()

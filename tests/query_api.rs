@@ -279,6 +279,10 @@ async fn srql_finds_ingested_events_through_the_api() {
     let (status, fields) = call(&app, get("/api/v1/fields", Some(ANALYST))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(fields.to_string().contains("\"proc.cmdline\""));
+    // And the commonest values of the events' hosts, types, rules and sources.
+    let hosts = fields["values"]["host"].as_array().unwrap();
+    assert!(hosts.iter().any(|h| h == "bastion-01"), "{fields}");
+    assert!(fields["values"]["type"].as_array().unwrap().len() >= 1);
 
     // User mistakes are 4xx JSON, with the SRQL position.
     let (status, body) = call(&app, post(json!({"q": "host:"}), Some(ANALYST))).await;
@@ -344,6 +348,7 @@ async fn srql_finds_ingested_events_through_the_api() {
         listed,
         [
             "/api/v1/alerts/groups",
+            "/api/v1/alerts/groups/events",
             "/api/v1/alerts/groups/regroup",
             "/api/v1/events/{id}",
             "/api/v1/fields",

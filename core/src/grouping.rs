@@ -748,6 +748,34 @@ pub async fn summarise(
     Ok(summary)
 }
 
+/// The events of `groups` within `[from, to)`, newest first, at most `limit`: a
+/// pattern's click-through. Each row: id, ts, host, source, type, severity, rule,
+/// message.
+pub async fn group_events(
+    conn: &mut PgConnection,
+    groups: &[Uuid],
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    limit: i64,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    let rows: Vec<(serde_json::Value,)> = sqlx::query_as(
+        "SELECT jsonb_build_object('id', e.id, 'ts', e.ts, 'host', e.host, 'source', e.source, \
+                'type', e.type, 'severity', e.severity, 'rule', e.rule, 'message', e.message) \
+         FROM alert_group_texts g \
+         JOIN event_vectors v ON v.text_key = g.text_key \
+              AND v.ts >= g.window_start AND v.ts < g.window_end \
+         JOIN events e ON e.id = v.event_id AND e.ts = v.ts \
+         WHERE g.group_id = ANY($1) AND v.ts >= $2 AND v.ts < $3 \
+         ORDER BY v.ts DESC, v.event_id LIMIT $4",
+    )
+    .bind(groups)
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|(row,)| row).collect())
+}
+
 /// `[[slice, events], …]` as events per slice.
 fn sparkline(slices: &serde_json::Value) -> Vec<u64> {
     let mut counts = vec![0; SPARKLINE_BUCKETS];

@@ -1,6 +1,7 @@
 //! The alert groups API: `GET /api/v1/alerts/groups` ("N events, K attack
-//! patterns" for a window and an SRQL filter) and `POST /api/v1/alerts/groups/regroup`
-//! (group a time range's windows again from their stored events).
+//! patterns" for a window and an SRQL filter), `GET /api/v1/alerts/groups/events`
+//! (a pattern's events) and `POST /api/v1/alerts/groups/regroup` (group a time
+//! range's windows again from their stored events).
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Query, State};
@@ -37,6 +38,92 @@ pub struct GroupsParams {
     pub to: Option<DateTime<Utc>>,
     /// Most patterns listed (default 100).
     pub limit: Option<u32>,
+}
+
+/// `GET /api/v1/alerts/groups/events` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct GroupEventsParams {
+    /// Group ids, comma-separated: a pattern's `groups`.
+    pub ids: String,
+    /// How far back from now (default `24h`); ignored when `from` is given.
+    pub window: Option<String>,
+    /// Start of the window (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// End of the window (RFC 3339, exclusive; default now).
+    pub to: Option<DateTime<Utc>>,
+    /// Most events (default 100, at most 1,000).
+    pub limit: Option<u32>,
+}
+
+/// Most group ids one request may name.
+const MAX_GROUP_IDS: usize = 1_000;
+
+/// The events of a pattern's groups within the window, newest first: the
+/// dashboard's click-through.
+#[utoipa::path(get, path = "/api/v1/alerts/groups/events", tag = "query",
+    params(GroupEventsParams),
+    responses(
+        (status = 200, description = "the events", body = Object),
+        (status = 400, description = "bad ids, window or limit", body = ErrorDoc),
+        (status = 401, description = "no or unknown bearer token", body = ErrorDoc),
+        (status = 403, description = "token lacks the query scope", body = ErrorDoc)),
+    security(("bearer" = [])))]
+pub async fn group_events(
+    State(state): State<AppState>,
+    params: Result<Query<GroupEventsParams>, QueryRejection>,
+) -> Response {
+    let Query(params) = match params {
+        Ok(p) => p,
+        Err(e) => return rejection(e.status(), e.body_text()),
+    };
+    let ids: Result<Vec<uuid::Uuid>, _> = params
+        .ids
+        .split(',')
+        .map(|id| id.trim().parse::<uuid::Uuid>())
+        .collect();
+    let ids = match ids {
+        Ok(ids) if !ids.is_empty() && ids.len() <= MAX_GROUP_IDS => ids,
+        Ok(_) => {
+            return rejection(
+                StatusCode::BAD_REQUEST,
+                format!("ids names 1 to {MAX_GROUP_IDS} groups"),
+            )
+        }
+        Err(e) => {
+            return rejection(
+                StatusCode::BAD_REQUEST,
+                format!("ids must be comma-separated group ids (UUIDs): {e}"),
+            )
+        }
+    };
+    let limit = match params.limit.unwrap_or(100) {
+        limit @ 1..=1_000 => i64::from(limit),
+        _ => return rejection(StatusCode::BAD_REQUEST, "limit must be 1 to 1000".into()),
+    };
+    let range = GroupsParams {
+        q: None,
+        window: params.window,
+        from: params.from,
+        to: params.to,
+        limit: None,
+    };
+    let window = match window(&range, Utc::now()) {
+        Ok(window) => window,
+        Err(message) => return rejection(StatusCode::BAD_REQUEST, message),
+    };
+    let events = async {
+        let mut conn = state.pipeline.store.pool().acquire().await?;
+        grouping::group_events(&mut conn, &ids, window, limit).await
+    };
+    match events.await {
+        Ok(events) => Json(json!({
+            "window": {"from": window.0, "to": window.1},
+            "count": events.len(),
+            "events": events,
+        }))
+        .into_response(),
+        Err(e) => ApiError::Unavailable(e.to_string()).into_response(),
+    }
 }
 
 /// The embedded events of the window that match `q`, as attack patterns with

@@ -178,15 +178,54 @@ pub async fn event(
     }
 }
 
-/// The field catalogue, for autocomplete: every entity's fields, their types and operators.
+/// Events the suggested values are taken from: the latest this many.
+const VALUE_SAMPLE: i64 = 50_000;
+
+/// Most values suggested per field.
+const VALUES_PER_FIELD: i64 = 50;
+
+/// The field catalogue, for autocomplete: every entity's fields, their types and
+/// operators, and under `values` the commonest values of the events' `host`,
+/// `type`, `rule` and `source` among the latest 50,000 events (at most 50 each).
 #[utoipa::path(get, path = "/api/v1/fields", tag = "query",
     responses(
         (status = 200, description = "the catalogue", body = Object),
         (status = 401, description = "no or unknown bearer token", body = ErrorDoc),
         (status = 403, description = "token lacks the query scope", body = ErrorDoc)),
     security(("bearer" = [])))]
-pub async fn fields() -> Response {
-    Json(palisade_srql::catalogue()).into_response()
+pub async fn fields(State(state): State<AppState>) -> Response {
+    let mut catalogue = json!(palisade_srql::catalogue());
+    match field_values(state.pipeline.store.pool()).await {
+        Ok(values) => catalogue["values"] = values,
+        // The catalogue alone still serves autocomplete of field names.
+        Err(e) => tracing::warn!(error = %e, "suggested field values unavailable"),
+    }
+    Json(catalogue).into_response()
+}
+
+/// `{field: [value, …]}`, commonest first, for the fields autocomplete suggests values of.
+async fn field_values(pool: &sqlx::PgPool) -> Result<Value, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "WITH recent AS (SELECT host, type, rule, source FROM events ORDER BY ts DESC LIMIT $1), \
+         counted AS (SELECT f.field, f.value, count(*) AS n FROM recent, \
+             LATERAL (VALUES ('host', host), ('type', type), ('rule', rule), ('source', source)) \
+                 AS f(field, value) \
+             WHERE f.value IS NOT NULL AND f.value <> '' GROUP BY 1, 2), \
+         ranked AS (SELECT field, value, \
+             row_number() OVER (PARTITION BY field ORDER BY n DESC, value) AS r FROM counted) \
+         SELECT field, value FROM ranked WHERE r <= $2 ORDER BY field, r",
+    )
+    .bind(VALUE_SAMPLE)
+    .bind(VALUES_PER_FIELD)
+    .fetch_all(pool)
+    .await?;
+    let mut values = serde_json::Map::new();
+    for (field, value) in rows {
+        if let Value::Array(list) = values.entry(field).or_insert_with(|| json!([])) {
+            list.push(Value::String(value));
+        }
+    }
+    Ok(Value::Object(values))
 }
 
 /// Maps a query failure to its status and JSON body; internals are logged, never sent.
