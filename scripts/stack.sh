@@ -14,6 +14,9 @@
 #   scripts/stack.sh logs [nats|postgres]   tail the log files
 #   scripts/stack.sh model           fetch all-MiniLM-L6-v2 and convert it to ONNX if missing
 #                                    (`up` does this too), print the env lines
+#   scripts/stack.sh console         install what the web console's browser tests need: Debian's
+#                                    chromium and chromium-driver, and web/e2e's npm packages
+#                                    (playwright-core, from package-lock.json)
 #
 # Progress goes to stderr as `[stack] ...`; stdout carries only the env lines (up, env), the
 # status report (status) and psql's output (psql).
@@ -1104,6 +1107,25 @@ cmd_model() {
     print_env
 }
 
+# The web console's end-to-end tests (tests/console.rs): headless Chromium from
+# Debian, driven by playwright-core from npm (never a browser download).
+cmd_console() {
+    need_pkg chromium chromium
+    need_pkg chromedriver chromium-driver
+    need_pkg node nodejs
+    need_pkg npm npm
+    local e2e
+    e2e=$(dirname "$(dirname "$SCRIPT_PATH")")/web/e2e
+    if [[ ! -f $e2e/node_modules/playwright-core/package.json ]] ||
+        [[ $e2e/package-lock.json -nt $e2e/node_modules/.package-lock.json ]]; then
+        log "installing web/e2e's npm packages (npm ci)"
+        (cd "$e2e" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund >&2) ||
+            die "npm ci in web/e2e failed"
+    fi
+    log "console tests ready: $(chromium --version 2>/dev/null | head -1), playwright-core $(
+        sed -n 's/.*"version": "\([^"]*\)".*/\1/p' "$e2e/node_modules/playwright-core/package.json" | head -1)"
+}
+
 cmd_down() {
     take_lock
     [[ -d $PALISADE_HOME ]] || {
@@ -1175,6 +1197,7 @@ main() {
         psql) cmd_psql "$@" ;;
         logs) cmd_logs "$@" ;;
         model) cmd_model ;;
+        console) cmd_console ;;
         -h | --help | help) usage ;;
         *)
             usage

@@ -4,7 +4,8 @@
 # the bundled public sample data (real Falco alerts, Trivy reports, an auth log;
 # set PALISADE_LOAD_FIXTURES=0 to skip), then
 # `palisade up` in the foreground: migrations, streams, every projection, and the
-# HTTP server on 127.0.0.1 (status page at /, /healthz, /metrics, /api/v1/status).
+# HTTP server on 127.0.0.1 (web console at /, status page at /status, /healthz,
+# /metrics, /api/v1/…).
 # Safe to re-run. Ctrl-C stops Palisade; `scripts/stack.sh down` stops the services.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,5 +19,5 @@ if [ "${PALISADE_LOAD_FIXTURES:-1}" != "0" ]; then
   echo "[start] publishing the bundled public sample data (tests/fixtures, see its README)" >&2
   "$bin" load-fixtures >&2
 fi
-echo "[start] palisade up on http://${PALISADE_HTTP_ADDR:-127.0.0.1:7311}/" >&2
+echo "[start] palisade up: the console on http://${PALISADE_HTTP_ADDR:-127.0.0.1:7311}/" >&2
 exec "$bin" up

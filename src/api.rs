@@ -1,4 +1,5 @@
-//! The HTTP server: `/healthz`, `/metrics`, `/api/v1/status`, the status page and the
+//! The HTTP server: the web console at `/`, `/healthz`, `/metrics`, `/api/v1/status`, the
+//! status page (`/status`) and the
 //! query API (`/api/v1/query`, `/api/v1/query/explain`, `/api/v1/events/{id}`,
 //! `/api/v1/fields`), described by the OpenAPI document at `/api/v1/openapi.json`.
 //! [`app`] builds the router so tests can drive it without a socket.
@@ -166,13 +167,14 @@ pub fn app(state: AppState) -> Router {
         )
     };
     let status = status
-        .route("/", get(status_page))
+        .route("/status", get(status_page))
         .route("/metrics", get(metrics))
         .route_layer(guard(Scope::Status));
     let query = query.route_layer(guard(Scope::Query));
     let doc = Arc::new(doc);
     Router::new()
         .merge(open)
+        .merge(crate::console::routes())
         .merge(status)
         .merge(query)
         .route(

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bursts;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod fixtures;
 pub mod query;
 pub mod remediation;

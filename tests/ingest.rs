@@ -349,7 +349,7 @@ async fn every_source_lands_in_postgres() {
     let health = http_get(running.http_addr, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains("\"status\":\"ok\""), "{health}");
-    let page = http_get(running.http_addr, "/").await;
+    let page = http_get(running.http_addr, "/status").await;
     assert!(
         page.contains("Unix.Trojan.Mirai-7100807-0")
             && page.contains("events: falco_alert</th><td>51"),
