@@ -18,23 +18,17 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use common::{auth_log_envelope, fixture, TestEnv};
+use common::{
+    auth_log_envelope, connections_envelope, fixture, publish_running_vulnerable_musl, socket,
+    TestEnv,
+};
 use palisade::auth::{ApiToken, Scope};
 use palisade::bursts;
-use serde_json::{json, Value};
 
 const SECRET: &str = "console-e2e-secret";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const HINT: &str =
     "run `scripts/stack.sh console` (installs Debian's chromium and web/e2e's npm packages)";
-
-/// A gopsutil socket record.
-fn socket(local: (&str, u16), remote: (&str, u16), status: &str, process: &str) -> Value {
-    json!({"fd": 3, "family": 2, "type": 1,
-        "localaddr": {"ip": local.0, "port": local.1},
-        "remoteaddr": {"ip": remote.0, "port": remote.1},
-        "status": status, "uids": [0, 0, 0, 0], "pid": 812, "process": process})
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
@@ -101,21 +95,13 @@ async fn the_console_works_in_a_real_browser() {
         ),
     ];
     for (host, sockets) in fleet {
-        let envelope = json!({"v": 1, "ts": ts, "host": host,
-            "agent_id": format!("edge-{host}"), "connections": sockets});
-        env.publish("topology.connections", envelope.to_string())
-            .await;
-    }
-    let report: Value = serde_json::from_str(&fixture("trivy/alpine-39.json")).unwrap();
-    let scan = json!({"v": 1, "ts": ts, "host": "db-01", "agent_id": "edge-db-01",
-        "target_kind": "host", "report": report});
-    env.publish("scan.trivy.results", scan.to_string()).await;
-    let processes = json!({"v": 1, "ts": ts, "host": "db-01", "agent_id": "edge-db-01",
-        "started": [{"pid": 4100, "ppid": 1, "exe": "/usr/lib/postgresql/bin/postgres",
-                     "cmdline": "postgres", "user": "postgres", "package": "musl"}],
-        "stopped": []});
-    env.publish("telemetry.processes.edge", processes.to_string())
+        env.publish(
+            "topology.connections",
+            connections_envelope(host, &ts, sockets),
+        )
         .await;
+    }
+    publish_running_vulnerable_musl(&env, "db-01", &ts).await;
 
     let embedded = bursts::embedded(&generated).len() as i64;
     env.wait_for_count(

@@ -9,22 +9,11 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{call, fixture, get_text, TestEnv};
+use common::{
+    call, connections_envelope as envelope, get_text, publish_running_vulnerable_musl, socket,
+    TestEnv,
+};
 use serde_json::{json, Value};
-
-/// A gopsutil socket record.
-fn socket(local: (&str, u16), remote: (&str, u16), status: &str, process: &str) -> Value {
-    json!({"fd": 3, "family": 2, "type": 1,
-        "localaddr": {"ip": local.0, "port": local.1},
-        "remoteaddr": {"ip": remote.0, "port": remote.1},
-        "status": status, "uids": [0, 0, 0, 0], "pid": 812, "process": process})
-}
-
-fn envelope(host: &str, ts: &str, sockets: Vec<Value>) -> String {
-    json!({"v": 1, "ts": ts, "host": host, "agent_id": format!("edge-{host}"),
-        "connections": sockets})
-    .to_string()
-}
 
 async fn radius(app: &axum::Router, query: &str) -> Value {
     let (status, body) = get_text(app, &format!("/api/v1/graph/blast-radius?{query}")).await;
@@ -108,18 +97,9 @@ async fn blast_radius_follows_connections_and_ranks_by_risk() {
         env.publish("topology.connections", envelope(host, &ts, sockets))
             .await;
     }
-    // db-01 runs the vulnerable Alpine image of the real Trivy fixture.
-    let report: Value = serde_json::from_str(&fixture("trivy/alpine-39.json")).unwrap();
-    let scan = json!({"v": 1, "ts": ts, "host": "db-01", "agent_id": "edge-db-01",
-        "target_kind": "host", "report": report});
-    env.publish("scan.trivy.results", scan.to_string()).await;
-    // ... and runs musl, so the correlation pass makes its musl CVE a P0.
-    let processes = json!({"v": 1, "ts": ts, "host": "db-01", "agent_id": "edge-db-01",
-        "started": [{"pid": 4100, "ppid": 1, "exe": "/usr/lib/postgresql/bin/postgres",
-                     "cmdline": "postgres", "user": "postgres", "package": "musl"}],
-        "stopped": []});
-    env.publish("telemetry.processes.edge", processes.to_string())
-        .await;
+    // db-01 runs the vulnerable Alpine image of the real Trivy fixture, and musl
+    // runs there, so the correlation pass makes its musl CVE a P0.
+    publish_running_vulnerable_musl(&env, "db-01", &ts).await;
     env.wait_for_count(
         "SELECT count(*) FROM connections",
         8,

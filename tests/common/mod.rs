@@ -282,3 +282,39 @@ pub async fn call(
         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// A gopsutil `net.Connections()` record, as the edge agent sends it.
+pub fn socket(
+    local: (&str, u16),
+    remote: (&str, u16),
+    status: &str,
+    process: &str,
+) -> serde_json::Value {
+    serde_json::json!({"fd": 3, "family": 2, "type": 1,
+        "localaddr": {"ip": local.0, "port": local.1},
+        "remoteaddr": {"ip": remote.0, "port": remote.1},
+        "status": status, "uids": [0, 0, 0, 0], "pid": 812, "process": process})
+}
+
+/// A connections envelope of `host` at `ts`.
+pub fn connections_envelope(host: &str, ts: &str, sockets: Vec<serde_json::Value>) -> String {
+    serde_json::json!({"v": 1, "ts": ts, "host": host, "agent_id": format!("edge-{host}"),
+        "connections": sockets})
+    .to_string()
+}
+
+/// Makes `host` a P0 host: the vulnerable Alpine image of the real Trivy fixture is
+/// scanned there at `ts`, and a process of its musl package runs.
+pub async fn publish_running_vulnerable_musl(env: &TestEnv, host: &str, ts: &str) {
+    let report: serde_json::Value = serde_json::from_str(&fixture("trivy/alpine-39.json")).unwrap();
+    let agent = format!("edge-{host}");
+    let scan = serde_json::json!({"v": 1, "ts": ts, "host": host, "agent_id": agent,
+        "target_kind": "host", "report": report});
+    env.publish("scan.trivy.results", scan.to_string()).await;
+    let processes = serde_json::json!({"v": 1, "ts": ts, "host": host, "agent_id": agent,
+        "started": [{"pid": 4100, "ppid": 1, "exe": "/usr/lib/postgresql/bin/postgres",
+                     "cmdline": "postgres", "user": "postgres", "package": "musl"}],
+        "stopped": []});
+    env.publish("telemetry.processes.edge", processes.to_string())
+        .await;
+}
