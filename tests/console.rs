@@ -20,7 +20,7 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use common::{
     auth_log_envelope, connections_envelope, fixture, publish_running_vulnerable_musl, socket,
-    TestEnv,
+    wait_until, TestEnv,
 };
 use palisade::auth::{ApiToken, Scope};
 use palisade::bursts;
@@ -122,23 +122,15 @@ async fn the_console_works_in_a_real_browser() {
         Duration::from_secs(60),
     )
     .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while running.pipeline.topology.size().edges < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the connection graph stayed empty"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // The search index commits on its own interval: wait until it finds the log.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while running.search.doc_count() < 35 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the search index stayed empty"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until("the connection graph", || async {
+        running.pipeline.topology.size().edges >= 2
+    })
+    .await;
+    // The search index commits on its own interval: wait until it holds every event.
+    wait_until("the search index", || async {
+        running.search.doc_count() >= 35
+    })
+    .await;
 
     let shots = root.join("target/console-screenshots");
     let output = Command::new("node")

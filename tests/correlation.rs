@@ -8,13 +8,13 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use common::{fixture, get_text, TestEnv};
+use common::{fixture, get_text, wait_until, TestEnv};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -135,18 +135,6 @@ async fn open_incidents(env: &TestEnv) -> Vec<(String, String, String, String)> 
     .fetch_all(&env.pool)
     .await
     .unwrap()
-}
-
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn row(host: &str, package: &str, state: &str, priority: &str) -> (String, String, String, String) {

@@ -318,3 +318,16 @@ pub async fn publish_running_vulnerable_musl(env: &TestEnv, host: &str, ts: &str
     env.publish("telemetry.processes.edge", processes.to_string())
         .await;
 }
+
+/// Polls `check` every 100 ms until it holds; fails the test after 30 s, naming `what`.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
