@@ -100,14 +100,7 @@ pub async fn group_events(
         limit @ 1..=1_000 => i64::from(limit),
         _ => return rejection(StatusCode::BAD_REQUEST, "limit must be 1 to 1000".into()),
     };
-    let range = GroupsParams {
-        q: None,
-        window: params.window,
-        from: params.from,
-        to: params.to,
-        limit: None,
-    };
-    let window = match window(&range, Utc::now()) {
+    let window = match window(params.window.as_deref(), params.from, params.to, Utc::now()) {
         Ok(window) => window,
         Err(message) => return rejection(StatusCode::BAD_REQUEST, message),
     };
@@ -147,7 +140,7 @@ pub async fn alert_groups(
     let Some(engine) = state.query.as_ref() else {
         return ApiError::Unavailable("no query engine on this node".into()).into_response();
     };
-    let (from, to) = match window(&params, Utc::now()) {
+    let (from, to) = match window(params.window.as_deref(), params.from, params.to, Utc::now()) {
         Ok(window) => window,
         Err(message) => return rejection(StatusCode::BAD_REQUEST, message),
     };
@@ -177,13 +170,16 @@ pub async fn alert_groups(
     }
 }
 
-/// `[from, to)` of a request: `from`/`to`, else `window` back from `now`.
+/// `[from, to)` of a request: `from`/`to` (`to` defaults to `now`), else `window`
+/// (default 24h) back from `to`.
 fn window(
-    params: &GroupsParams,
+    window: Option<&str>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), String> {
-    let to = params.to.unwrap_or(now);
-    let from = match (params.from, params.window.as_deref()) {
+    let to = to.unwrap_or(now);
+    let from = match (from, window) {
         (Some(from), _) => from,
         (None, text) => to - parse_window(text.unwrap_or("24h"))?,
     };
@@ -292,34 +288,24 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn params(window: Option<&str>, from: Option<DateTime<Utc>>) -> GroupsParams {
-        GroupsParams {
-            q: None,
-            window: window.map(str::to_owned),
-            from,
-            to: None,
-            limit: None,
-        }
-    }
-
     #[test]
     fn windows_parse() {
         let now = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
         assert_eq!(
-            window(&params(None, None), now).unwrap(),
+            window(None, None, None, now).unwrap(),
             (now - Duration::hours(24), now)
         );
         assert_eq!(
-            window(&params(Some("15m"), None), now).unwrap().0,
+            window(Some("15m"), None, None, now).unwrap().0,
             now - Duration::minutes(15)
         );
         assert_eq!(
-            window(&params(Some("7d"), None), now).unwrap().0,
+            window(Some("7d"), None, None, now).unwrap().0,
             now - Duration::days(7)
         );
         let from = now - Duration::hours(2);
         assert_eq!(
-            window(&params(Some("7d"), Some(from)), now).unwrap(),
+            window(Some("7d"), Some(from), None, now).unwrap(),
             (from, now)
         );
         for bad in [
@@ -332,9 +318,9 @@ mod tests {
             "1.5h",
             "99999999999999999d",
         ] {
-            assert!(window(&params(Some(bad), None), now).is_err(), "{bad}");
+            assert!(window(Some(bad), None, None, now).is_err(), "{bad}");
         }
-        assert!(window(&params(Some("91d"), None), now).is_err());
-        assert!(window(&params(None, Some(now + Duration::hours(1))), now).is_err());
+        assert!(window(Some("91d"), None, None, now).is_err());
+        assert!(window(None, Some(now + Duration::hours(1)), None, now).is_err());
     }
 }
