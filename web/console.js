@@ -193,9 +193,8 @@ function timeTerms(range, from, to) {
  */
 function withTime(q, terms) {
   if (!terms) return { text: q, column: (c) => c };
-  // A query that opens with a stage (SIMILAR_TO, group_similar) gets the filter
-  // in front of it.
-  if (/^\s*(SIMILAR_TO\s*\(|group_similar|blast_radius)/i.test(q)) {
+  // A query that opens with a stage gets the filter in front of it.
+  if (opensWithStage(q)) {
     const prefix = `${terms} | `;
     return { text: prefix + q, column: (c) => clamp(c - prefix.length, q) };
   }
@@ -221,6 +220,35 @@ function withTime(q, terms) {
 
 const clamp = (column, q) => Math.max(1, Math.min(column, q.length + 1));
 
+/** Whether the query opens with a stage (`SIMILAR_TO(…)`, `group_similar`). */
+const opensWithStage = (q) => /^\s*(SIMILAR_TO\s*\(|group_similar|blast_radius)/i.test(q);
+
+/**
+ * A range select with its custom from/to inputs (read as UTC): `restore` sets them
+ * from the address, `value` reads them for the address.
+ */
+function rangePicker(select, custom, from, to) {
+  select.addEventListener("change", () => show(custom, select.value === "custom"));
+  return {
+    restore(params, fallback) {
+      const range = params.get("range") || fallback;
+      select.value = range;
+      from.value = (params.get("from") || "").replace(/Z$/, "");
+      to.value = (params.get("to") || "").replace(/Z$/, "");
+      show(custom, range === "custom");
+      return range;
+    },
+    value() {
+      const range = select.value;
+      const custom = range === "custom";
+      return { range, from: custom ? localToUtc(from.value) : "", to: custom ? localToUtc(to.value) : "" };
+    },
+  };
+}
+
+const searchRange = rangePicker($("#range"), $("#custom-range"), $("#from"), $("#to"));
+const groupsRange = rangePicker($("#groups-range"), $("#groups-custom"), $("#groups-from"), $("#groups-to"));
+
 /** Index of the first `|` outside quotes, or -1. */
 function stageStart(q) {
   let quoted = false;
@@ -234,12 +262,8 @@ function stageStart(q) {
 
 async function search(params) {
   const q = params.get("q") || "";
-  const range = params.get("range") || "24h";
   $("#srql").value = q;
-  $("#range").value = range;
-  $("#from").value = (params.get("from") || "").replace(/Z$/, "");
-  $("#to").value = (params.get("to") || "").replace(/Z$/, "");
-  show($("#custom-range"), range === "custom");
+  const range = searchRange.restore(params, "24h");
   show($("#srql-error"), false);
   show($("#explain-out"), false);
   if (!fieldCatalogue) {
@@ -294,7 +318,7 @@ async function runSearch(q, range, from, to, cursor) {
   });
   show($("#more"), Boolean(answer.next_cursor));
   $("#more").onclick = () => runSearch(q, range, from, to, answer.next_cursor);
-  const plainFilter = stageStart(q) < 0 && !/^\s*(SIMILAR_TO|group_similar)/i.test(q);
+  const plainFilter = stageStart(q) < 0 && !opensWithStage(q);
   if (EVENT_ENTITIES.has(answer.entity) && plainFilter && !cursor) {
     histogram(q, range, terms);
   } else {
@@ -377,22 +401,18 @@ async function histogram(q, range, terms) {
 $("#search-form").addEventListener("submit", (event) => {
   event.preventDefault();
   show($("#suggest"), false);
-  const range = $("#range").value;
   navigate("search", {
     q: $("#srql").value.trim(),
-    range,
-    from: range === "custom" ? localToUtc($("#from").value) : "",
-    to: range === "custom" ? localToUtc($("#to").value) : "",
+    ...searchRange.value(),
     run: $("#srql").value.trim() ? "" : "1",
   });
 });
 
-$("#range").addEventListener("change", () => show($("#custom-range"), $("#range").value === "custom"));
 
 $("#explain").addEventListener("click", async () => {
   const q = $("#srql").value.trim();
-  const range = $("#range").value;
-  const full = withTime(q, timeTerms(range, localToUtc($("#from").value), localToUtc($("#to").value)));
+  const { range, from, to } = searchRange.value();
+  const full = withTime(q, timeTerms(range, from, to));
   const out = $("#explain-out");
   show($("#srql-error"), false);
   try {
@@ -544,12 +564,8 @@ $("#drawer-close").addEventListener("click", () => show($("#drawer"), false));
 
 async function groups(params) {
   const q = params.get("q") || "";
-  const range = params.get("range") || "24h";
   $("#groups-filter").value = q;
-  $("#groups-range").value = range;
-  $("#groups-from").value = (params.get("from") || "").replace(/Z$/, "");
-  $("#groups-to").value = (params.get("to") || "").replace(/Z$/, "");
-  show($("#groups-custom"), range === "custom");
+  const range = groupsRange.restore(params, "24h");
   show($("#groups-error"), false);
   const window = range === "custom"
     ? `from=${encodeURIComponent(params.get("from") || "")}&to=${encodeURIComponent(params.get("to") || "")}`
@@ -627,17 +643,8 @@ function groupCard(group, window, timeline) {
 
 $("#groups-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  const range = $("#groups-range").value;
-  navigate("groups", {
-    q: $("#groups-filter").value.trim(),
-    range,
-    from: range === "custom" ? localToUtc($("#groups-from").value) : "",
-    to: range === "custom" ? localToUtc($("#groups-to").value) : "",
-  });
+  navigate("groups", { q: $("#groups-filter").value.trim(), ...groupsRange.value() });
 });
-
-$("#groups-range").addEventListener("change", () =>
-  show($("#groups-custom"), $("#groups-range").value === "custom"));
 
 // -------------------------------------------------------------- blast radius
 

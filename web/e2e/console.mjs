@@ -160,6 +160,16 @@ try {
   await page.goto(`${base}/#/groups?${window}`);
   await page.waitForFunction(() => /\d+ events, \d+ attack patterns?/.test(
     document.querySelector("#groups-headline").textContent));
+  if (rangeFrom && rangeTo) {
+    // The form gives back the custom range it restored from the address.
+    const before = new URL(page.url()).hash;
+    await page.click("#groups-run");
+    await page.waitForFunction(() => /\d+ events, \d+ attack patterns?/.test(
+      document.querySelector("#groups-headline").textContent));
+    const after = new URLSearchParams(new URL(page.url()).hash.split("?")[1]);
+    check(after.get("from") === rangeFrom && after.get("to") === rangeTo,
+      `the custom range survives the form: ${before} → ${page.url()}`);
+  }
   const cards = page.locator(".group");
   check((await cards.count()) > 0, "patterns are listed");
   check((await cards.first().locator(".sparkline rect").count()) === 24, "a sparkline of 24 slices");
