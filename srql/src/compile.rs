@@ -696,8 +696,21 @@ impl<'o> Compiler<'o> {
             Candidates::Search
         } else {
             let mut select = Sql::new(0);
-            let conditions = self.sql_conditions(entity, filter, time_conditions, &mut select)?;
-            if conditions.is_empty() {
+            let mut conditions =
+                self.sql_conditions(entity, filter, time_conditions, &mut select)?;
+            let filtered = !conditions.is_empty();
+            // The time range again on the vectors' own copy of the time, so the
+            // planner can start from the range of `event_vectors` (PostgreSQL does
+            // not carry a range across the join's `v.ts = e.ts`).
+            for (lower, upper) in time_conditions {
+                if let Some(l) = lower {
+                    conditions.push(format!("v.ts >= {}", select.push(Param::Time(*l))));
+                }
+                if let Some(u) = upper {
+                    conditions.push(format!("v.ts < {}", select.push(Param::Time(*u))));
+                }
+            }
+            if !filtered {
                 steps.push("candidates: every embedded event (no filter)".into());
                 Candidates::All
             } else {
