@@ -31,7 +31,10 @@ use chrono::{DateTime, Utc};
 use palisade::query::{QueryEngine, QueryLimits, SemanticSearch};
 use palisade_core::search::{IndexOptions, SearchIndex};
 use palisade_core::store::{Batch, Store};
-use palisade_core::vectors::{self, BatchVectors, EventText, Provenance, TextKey, TextVector};
+use palisade_core::vectors::{
+    self, BatchVectors, EventText, NearText, Provenance, TextKey, TextVector,
+    REPRESENTATIVE_DISTANCE,
+};
 use palisade_embeddings::policy::{self, EventView, VectorPolicy};
 use palisade_embeddings::{text, Embedder, EmbedderConfig};
 use serde_json::{Map, Value};
@@ -211,6 +214,7 @@ async fn embed_all(embedder: &Embedder, provenance: &Provenance, rows: &[Row]) -
                     key: *key,
                     text: text.clone(),
                     embedding,
+                    representative: None,
                 }),
         );
         if texts.len() % 10_240 == 0 {
@@ -225,6 +229,97 @@ async fn embed_all(embedder: &Embedder, provenance: &Provenance, rows: &[Row]) -
     BatchVectors { events, texts }
 }
 
+/// The baseline: the `n` nearest of every stored text, by a sequential scan.
+async fn exact_nearest_texts(
+    conn: &mut sqlx::PgConnection,
+    query: &[f32],
+    n: i64,
+) -> Vec<NearText> {
+    let rows: Vec<(Vec<u8>, f64)> = sqlx::query_as(
+        "SELECT text_key, 1 - (embedding <=> $1::vector) FROM embedding_texts \
+         ORDER BY embedding <=> $1::vector LIMIT $2",
+    )
+    .bind(vectors::vector_literal(query))
+    .bind(n)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(key, similarity)| NearText {
+            key: TextKey::from_stored(&key).expect("a stored text key"),
+            similarity,
+        })
+        .collect()
+}
+
+/// Chooses every stored text's representative again with `distance`, in the
+/// order the texts were written, as the projection would have (BENCH_RECLUSTER=1:
+/// tries another distance without embedding again).
+async fn recluster(pool: &sqlx::PgPool, store: &Store, distance: f32) {
+    let started = Instant::now();
+    // Every text out of the graph (its own representative) until its turn.
+    for statement in [
+        "DROP INDEX IF EXISTS embedding_texts_hnsw",
+        "UPDATE embedding_texts SET representative = text_key",
+        "CREATE INDEX embedding_texts_hnsw ON embedding_texts \
+         USING hnsw (embedding vector_cosine_ops) WITH (m = 32, ef_construction = 200) \
+         WHERE representative IS NULL",
+    ] {
+        sqlx::query(statement).execute(pool).await.unwrap();
+    }
+    let rows: Vec<(Vec<u8>, String, String)> = sqlx::query_as(
+        "SELECT text_key, coalesce(text, ''), embedding::text FROM embedding_texts \
+         ORDER BY embedded_at, text_key",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    for chunk in rows.chunks(256) {
+        let mut texts: Vec<TextVector> = chunk
+            .iter()
+            .map(|(key, text, embedding)| TextVector {
+                key: TextKey::from_stored(key).expect("a stored text key"),
+                text: text.clone(),
+                embedding: embedding
+                    .trim_matches(['[', ']'])
+                    .split(',')
+                    .map(|x| x.parse().unwrap())
+                    .collect(),
+                representative: None,
+            })
+            .collect();
+        store
+            .choose_representatives(&mut texts, distance)
+            .await
+            .unwrap();
+        let keys: Vec<Vec<u8>> = texts.iter().map(|t| t.key.as_bytes().to_vec()).collect();
+        let representatives: Vec<Option<Vec<u8>>> = texts
+            .iter()
+            .map(|t| t.representative.map(|k| k.as_bytes().to_vec()))
+            .collect();
+        sqlx::query(
+            "UPDATE embedding_texts t SET representative = r.representative \
+             FROM unnest($1::bytea[], $2::bytea[]) AS r(key, representative) \
+             WHERE t.text_key = r.key",
+        )
+        .bind(&keys)
+        .bind(&representatives)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    // The update left a dead copy of every row behind.
+    sqlx::query("VACUUM FULL ANALYZE embedding_texts")
+        .execute(pool)
+        .await
+        .unwrap();
+    println!(
+        "- chose the representatives of {} texts again (distance {distance}) in {:.1} s",
+        rows.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let wanted = support::env_or::<usize>("BENCH_VECTORS", 100_000);
@@ -232,6 +327,10 @@ async fn main() {
     let repeat = support::env_or::<usize>("BENCH_REPEAT", 3);
     let ef = u32::try_from(support::env_or::<usize>("BENCH_EF", 100)).unwrap_or(100);
     let keep = std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1");
+    let representative_distance = std::env::var("BENCH_REPRESENTATIVE_DISTANCE")
+        .ok()
+        .and_then(|v| v.parse::<f32>().ok())
+        .unwrap_or(REPRESENTATIVE_DISTANCE);
     let admin_url = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL: run `eval \"$(scripts/stack.sh env)\"` first");
     let url = with_database(&admin_url, "palisade_bench_search");
@@ -273,23 +372,27 @@ async fn main() {
         text_version: i16::try_from(text::TEXT_VERSION).unwrap_or(1),
     };
     if !(keep && have == rows.len() as i64) {
-        for statement in [
-            "TRUNCATE event_vectors, embedding_texts",
-            "DROP INDEX IF EXISTS embedding_texts_hnsw",
-        ] {
-            sqlx::query(statement).execute(&pool).await.unwrap();
-        }
+        sqlx::query("TRUNCATE event_vectors, embedding_texts")
+            .execute(&pool)
+            .await
+            .unwrap();
         let started = Instant::now();
         let vectors = embed_all(&embedder, &provenance, rows).await;
         let embed_s = started.elapsed().as_secs_f64();
         let store = Store::new(pool.clone());
         let started = Instant::now();
-        // In parts of 1,000 events, each with the texts it brings in first.
+        // In parts of 1,000 events, each with the texts it brings in first, their
+        // representatives chosen as the projection does (the HNSW index is kept
+        // up to date, as it is live).
         let mut written = std::collections::HashSet::new();
         for chunk in vectors.events.chunks(1000) {
             let ids: Vec<Uuid> = chunk.iter().map(|e| e.id).collect();
             let mut part = vectors.for_events(&ids);
             part.texts.retain(|t| written.insert(t.key));
+            store
+                .choose_representatives(&mut part.texts, representative_distance)
+                .await
+                .unwrap();
             store
                 .write_vectors("bench", 0, &Batch::default(), &provenance, &part, None)
                 .await
@@ -308,7 +411,23 @@ async fn main() {
         );
     } else {
         println!("- reusing the {have} kept event vectors");
+        if std::env::var("BENCH_RECLUSTER").is_ok_and(|v| v == "1") {
+            recluster(&pool, &Store::new(pool.clone()), representative_distance).await;
+        }
     }
+    let (representatives, largest_clump): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE representative IS NULL), \
+                coalesce((SELECT max(n) FROM (SELECT count(*) + 1 AS n FROM embedding_texts \
+                    WHERE representative IS NOT NULL GROUP BY representative) c), 1) \
+         FROM embedding_texts",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    println!(
+        "- representatives (in the HNSW graph): {representatives}, largest clump {largest_clump} \
+         texts (representative distance {representative_distance})"
+    );
     // The index as the migrations make it (m 32, ef_construction 200) unless
     // BENCH_HNSW_M / BENCH_HNSW_EF_CONSTRUCTION say otherwise; rebuilt when its
     // options differ from those asked for (16 and 64 are pgvector's defaults).
@@ -327,7 +446,9 @@ async fn main() {
     .unwrap();
     let wanted_options = format!("m='{m}', ef_construction='{ef_construction}'");
     let same = existing.as_deref().is_some_and(|def| {
-        if options.is_empty() {
+        if !def.contains("representative IS NULL") {
+            false
+        } else if options.is_empty() {
             !def.contains("WITH")
         } else {
             def.contains(&wanted_options)
@@ -338,7 +459,7 @@ async fn main() {
         let started = Instant::now();
         let create = format!(
             "CREATE INDEX embedding_texts_hnsw ON embedding_texts \
-             USING hnsw (embedding vector_cosine_ops){options}"
+             USING hnsw (embedding vector_cosine_ops){options} WHERE representative IS NULL"
         );
         for statement in [
             "DROP INDEX IF EXISTS embedding_texts_hnsw",
@@ -394,7 +515,7 @@ async fn main() {
                 .await
                 .unwrap();
             let started = Instant::now();
-            let exact = vectors::nearest_texts(&mut tx, q, 50, ef).await.unwrap();
+            let exact = exact_nearest_texts(&mut tx, q, 50).await;
             let exact_took = ms(started.elapsed());
             tx.commit().await.unwrap();
             if round == 0 {

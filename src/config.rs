@@ -256,6 +256,12 @@ pub struct SemanticSettings {
     #[arg(long, env = "PALISADE_SIMILAR_EF_SEARCH", default_value_t = 100)]
     pub similar_ef_search: u32,
 
+    /// Cosine distance within which a new embedding text is a near copy of a text in
+    /// the HNSW graph and joins its clump instead of the graph (0: every text in the
+    /// graph).
+    #[arg(long, env = "PALISADE_REPRESENTATIVE_DISTANCE", default_value_t = palisade_core::vectors::REPRESENTATIVE_DISTANCE)]
+    pub representative_distance: f32,
+
     /// Group embedded events into attack patterns as they are stored
     /// (`/api/v1/alerts/groups`, `| group_similar`).
     #[arg(long, env = "PALISADE_ALERT_GROUPS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -296,7 +302,8 @@ impl SemanticSettings {
             }
             None => VectorPolicy::default(),
         };
-        let stage = VectorStage::new(embedder, policy);
+        let stage = VectorStage::new(embedder, policy)
+            .with_representative_distance(self.representative_distance.clamp(0.0, 2.0));
         let stage = match self.grouping() {
             Some(grouping) => stage.with_grouping(grouping),
             None => stage,

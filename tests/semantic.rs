@@ -350,3 +350,122 @@ async fn similar_to_finds_what_keywords_miss() {
     assert_eq!(same, selected, "the same vectors after a replay");
     env.cleanup().await;
 }
+
+/// Near copies of a text (the same failed login from another address)
+/// join its clump instead of the HNSW graph; a search still finds them, ranked by
+/// their own distance. Real model, real pgvector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_copies_join_a_representative() {
+    use palisade_core::store::Store;
+    use palisade_core::vectors::{self, Provenance, TextKey, TextVector};
+
+    let env = TestEnv::new("representatives").await;
+    palisade_schema::migrate(&env.pool).await.unwrap();
+    let config = palisade_embeddings::EmbedderConfig::from_env().unwrap();
+    let embedder = palisade_embeddings::Embedder::load(&config)
+        .expect("the converted model: run `scripts/stack.sh model`");
+    let provenance = Provenance {
+        model: embedder.model_id(),
+        text_version: 1,
+    };
+    // The same failed login from the next address, and the same write with another
+    // parent shell: near copies (0.014 and 0.027 apart when this was written).
+    let login = "sshd: Failed password for invalid user admin from 203.0.113.7 port 52144 ssh2";
+    let login_copy =
+        "sshd: Failed password for invalid user admin from 203.0.113.9 port 52144 ssh2";
+    let write =
+        "Write below binary dir | cp /tmp/payload /usr/bin/sshd | /usr/bin/sshd | parent bash";
+    let write_copy =
+        "Write below binary dir | cp /tmp/payload /usr/bin/sshd | /usr/bin/sshd | parent sh";
+    let texts = [login, login_copy, write, write_copy];
+    let embedded = embedder.embed_batch(&texts).unwrap();
+    let distance = |a: usize, b: usize| distance_to(&embedded[a], &embedded[b]);
+    // The premise, from the vectors themselves: the copies are within the
+    // representative distance of their originals, the two kinds far apart.
+    let max = vectors::REPRESENTATIVE_DISTANCE;
+    assert!(distance(0, 1) <= max, "{}", distance(0, 1));
+    assert!(distance(2, 3) <= max, "{}", distance(2, 3));
+    assert!(distance(0, 2) > max && distance(1, 3) > max);
+
+    let vector = |i: usize| TextVector {
+        key: TextKey::of(&provenance, texts[i]),
+        text: texts[i].to_owned(),
+        embedding: embedded[i].clone(),
+        representative: None,
+    };
+    let store = Store::new(env.pool.clone());
+    // The first login is stored alone; the next batch brings its copy (stored
+    // representative) and the write with its copy (a representative in the batch).
+    let mut first = vec![vector(0)];
+    store.choose_representatives(&mut first, max).await.unwrap();
+    assert_eq!(first[0].representative, None);
+    write_texts(&store, &provenance, first).await;
+    let mut second = vec![vector(1), vector(2), vector(3)];
+    store
+        .choose_representatives(&mut second, max)
+        .await
+        .unwrap();
+    let key = |i: usize| TextKey::of(&provenance, texts[i]);
+    assert_eq!(second[0].representative, Some(key(0)));
+    assert_eq!(second[1].representative, None);
+    assert_eq!(second[2].representative, Some(key(2)));
+    write_texts(&store, &provenance, second).await;
+    // Distance 0 keeps every text in the graph.
+    let mut own = vec![vector(1)];
+    store.choose_representatives(&mut own, 0.0).await.unwrap();
+    assert_eq!(own[0].representative, None);
+
+    assert_eq!(
+        env.count("SELECT count(*) FROM embedding_texts WHERE representative IS NULL")
+            .await,
+        2
+    );
+    // A search returns members beside their representatives, by their own distance.
+    let query = embedder
+        .embed("failed password for an invalid user")
+        .unwrap();
+    let mut tx = env.pool.begin().await.unwrap();
+    let near = vectors::nearest_texts(&mut tx, &query, 4, 40)
+        .await
+        .unwrap();
+    let found: Vec<TextKey> = near.iter().map(|n| n.key).collect();
+    let logins = [key(0), key(1)];
+    assert!(found[..2].iter().all(|k| logins.contains(k)), "{near:?}");
+    assert_eq!(found.len(), 4, "{near:?}");
+    assert!(near.windows(2).all(|w| w[0].similarity >= w[1].similarity));
+    let own_similarity = |i: usize| 1.0 - f64::from(distance_to(&query, &embedded[i]));
+    for n in &near {
+        let i = (0..4).find(|&i| key(i) == n.key).unwrap();
+        assert!((n.similarity - own_similarity(i)).abs() < 1e-4, "{near:?}");
+    }
+    tx.commit().await.unwrap();
+    env.cleanup().await;
+}
+
+/// Stores `texts` as the vectors projection's write does.
+async fn write_texts(
+    store: &palisade_core::store::Store,
+    provenance: &palisade_core::vectors::Provenance,
+    texts: Vec<palisade_core::vectors::TextVector>,
+) {
+    let batch = palisade_core::vectors::BatchVectors {
+        events: Vec::new(),
+        texts,
+    };
+    store
+        .write_vectors(
+            "test",
+            0,
+            &palisade_core::store::Batch::default(),
+            provenance,
+            &batch,
+            None,
+        )
+        .await
+        .unwrap();
+}
+
+/// Cosine distance between unit vectors.
+fn distance_to(a: &[f32], b: &[f32]) -> f32 {
+    1.0 - a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
+}

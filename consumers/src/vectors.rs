@@ -1,14 +1,15 @@
 //! The vectors projection's extra stage, embed: between decode and write, pick
 //! the events worth embedding (the selective-vectorisation policy), make each
-//! one's embedding text, and embed the distinct texts not stored yet in one call
-//! off the async executor.
+//! one's embedding text, embed the distinct texts not stored yet in one call
+//! off the async executor, and choose each new text's representative (a near copy
+//! stays out of the HNSW graph; see `palisade_core::vectors`).
 //!
 //! ```text
 //! source ──► batch ──► decode ──► embed ──────────► write ──► ack
 //!                                 (policy, text,     (embedding_texts +
 //!                                  known texts?,      event_vectors +
-//!                                  MiniLM)            alert groups +
-//!                                                     offsets, one tx)
+//!                                  MiniLM,            alert groups +
+//!                                  representatives)   offsets, one tx)
 //! ```
 //!
 //! The projection reads the same subjects as the events projection with its own
@@ -20,7 +21,9 @@ use std::collections::HashSet;
 use palisade_core::grouping::GroupingConfig;
 use palisade_core::model::{Decoded, Event};
 use palisade_core::store::{row_id, Batch, Store, StoreError};
-use palisade_core::vectors::{BatchVectors, EventText, Provenance, TextKey, TextVector};
+use palisade_core::vectors::{
+    BatchVectors, EventText, Provenance, TextKey, TextVector, REPRESENTATIVE_DISTANCE,
+};
 use palisade_embeddings::policy::{self, EventView, VectorPolicy};
 use palisade_embeddings::{text, EmbedError, Embedder};
 
@@ -31,6 +34,7 @@ pub struct VectorStage {
     policy: VectorPolicy,
     provenance: Provenance,
     grouping: Option<GroupingConfig>,
+    representative_distance: f32,
 }
 
 /// What the stage made of one batch.
@@ -51,7 +55,7 @@ pub enum VectorStageError {
     /// The model failed.
     #[error(transparent)]
     Embed(#[from] EmbedError),
-    /// Looking up the texts already stored failed.
+    /// Looking up the texts already stored, or their representatives, failed.
     #[error("looking up stored texts: {0}")]
     Store(#[from] StoreError),
 }
@@ -68,7 +72,16 @@ impl VectorStage {
             policy,
             provenance,
             grouping: None,
+            representative_distance: REPRESENTATIVE_DISTANCE,
         }
+    }
+
+    /// Cosine distance within which a new text joins the clump of a text in the
+    /// HNSW graph instead of the graph (default [`REPRESENTATIVE_DISTANCE`]; 0 keeps
+    /// every text in the graph).
+    pub fn with_representative_distance(mut self, distance: f32) -> Self {
+        self.representative_distance = distance;
+        self
     }
 
     /// Also groups the embedded events into attack patterns as they are written.
@@ -93,7 +106,8 @@ impl VectorStage {
     }
 
     /// The text keys of `batch`'s selected events, in batch order, and the vectors
-    /// of their distinct texts that `store` does not hold yet.
+    /// of their distinct texts that `store` does not hold yet, each with its
+    /// representative chosen.
     pub async fn embed(&self, batch: &Batch, store: &Store) -> Result<Embedded, VectorStageError> {
         let mut events = Vec::new();
         let mut texts: Vec<(TextKey, String)> = Vec::new();
@@ -143,15 +157,19 @@ impl VectorStage {
         })
         .await
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
-        let texts = texts
+        let mut texts = texts
             .into_iter()
             .zip(embeddings?)
             .map(|((key, text), embedding)| TextVector {
                 key,
                 text,
                 embedding,
+                representative: None,
             })
-            .collect();
+            .collect::<Vec<_>>();
+        store
+            .choose_representatives(&mut texts, self.representative_distance)
+            .await?;
         Ok(Embedded {
             vectors: BatchVectors { events, texts },
             skipped,

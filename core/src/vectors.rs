@@ -7,6 +7,14 @@
 //! the HNSW graph (copies of a point fill its neighbour lists and cut the graph
 //! into islands). A search finds the nearest texts, then their events, newest first.
 //!
+//! Near copies cut the graph the same way: the same log line with another IP, user
+//! or path lies within a cosine distance of a few thousandths of its siblings. So a
+//! new text within [`REPRESENTATIVE_DISTANCE`] of a text already in the graph keeps
+//! its own vector but is not added to the graph: it names that text as its
+//! *representative* ([`Store::choose_representatives`]). A search takes the nearest
+//! representatives by HNSW, adds their members, and ranks them all by their own
+//! exact distance ([`nearest_texts`]).
+//!
 //! Rows are keyed by the event's deterministic id and the text's [`TextKey`], so a
 //! redelivered or replayed message writes nothing new. Vectors are bound as
 //! pgvector's text form (`[0.1,0.2,…]::vector`): no extra client type, and the
@@ -53,7 +61,8 @@ impl TextKey {
         &self.0
     }
 
-    pub(crate) fn from_stored(bytes: &[u8]) -> Option<TextKey> {
+    /// A key as stored, if it is one (32 bytes).
+    pub fn from_stored(bytes: &[u8]) -> Option<TextKey> {
         bytes.try_into().ok().map(TextKey)
     }
 }
@@ -67,7 +76,17 @@ pub struct TextVector {
     pub text: String,
     /// The unit-length sentence embedding.
     pub embedding: Vec<f32>,
+    /// The text that stands for this one in the HNSW graph, when this one is a near
+    /// copy of it; `None`: this text is in the graph itself.
+    pub representative: Option<TextKey>,
 }
+
+/// Cosine distance within which a new text is a near copy of a text in the HNSW
+/// graph and joins its clump instead of the graph. On the benchmark corpus the
+/// texts that differ only in an IP, user, pid or path are within 0.01–0.03 of each
+/// other, and texts of different rules or commands are further than 0.1 apart
+/// (BENCHMARKS.md, "Semantic hunting").
+pub const REPRESENTATIVE_DISTANCE: f32 = 0.05;
 
 /// An embedded event and the text it was embedded by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +186,62 @@ impl Store {
             .collect())
     }
 
+    /// Chooses each of `texts`' representative (see the [module docs](self)): the
+    /// nearest text in the HNSW graph when it lies within `max_distance` (cosine),
+    /// else the first earlier text of `texts` that is in the graph and that near,
+    /// else none, and the text joins the graph. `max_distance` 0 keeps every text in
+    /// the graph.
+    pub async fn choose_representatives(
+        &self,
+        texts: &mut [TextVector],
+        max_distance: f32,
+    ) -> Result<(), StoreError> {
+        if texts.is_empty() || max_distance <= 0.0 {
+            return Ok(());
+        }
+        let embeddings: Vec<String> = texts.iter().map(|t| vector_literal(&t.embedding)).collect();
+        // One HNSW search per text (pgvector's default ef_search): a near copy it
+        // misses only adds a node to the graph.
+        let stored: Vec<(i64, Vec<u8>, f64)> = sqlx::query_as(
+            "SELECT t.ord, n.text_key, n.distance \
+             FROM unnest($1::text[]) WITH ORDINALITY AS t(embedding, ord) \
+             CROSS JOIN LATERAL ( \
+                 SELECT text_key, embedding <=> t.embedding::vector AS distance \
+                 FROM embedding_texts WHERE representative IS NULL \
+                 ORDER BY embedding <=> t.embedding::vector LIMIT 1) n",
+        )
+        .bind(&embeddings)
+        .fetch_all(self.pool())
+        .await?;
+        let mut nearest_stored: Vec<Option<TextKey>> = vec![None; texts.len()];
+        for (ord, key, distance) in stored {
+            let slot = usize::try_from(ord - 1)
+                .ok()
+                .and_then(|i| nearest_stored.get_mut(i));
+            if let (Some(slot), Some(key)) = (slot, TextKey::from_stored(&key)) {
+                if distance <= f64::from(max_distance) {
+                    *slot = Some(key);
+                }
+            }
+        }
+        let mut in_graph: Vec<usize> = Vec::new();
+        for i in 0..texts.len() {
+            let representative = nearest_stored[i].or_else(|| {
+                in_graph
+                    .iter()
+                    .map(|&j| (j, cosine_distance(&texts[i].embedding, &texts[j].embedding)))
+                    .filter(|(_, d)| *d <= max_distance)
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(j, _)| texts[j].key)
+            });
+            texts[i].representative = representative;
+            if representative.is_none() {
+                in_graph.push(i);
+            }
+        }
+        Ok(())
+    }
+
     /// Writes `vectors` (skipping texts and events already stored) and the batch's
     /// offsets for `projection` in one transaction. Dead letters are the events
     /// projection's to record: it reads the same messages.
@@ -196,15 +271,23 @@ impl Store {
                 .iter()
                 .map(|t| vector_literal(&t.embedding))
                 .collect();
+            let representatives: Vec<Option<Vec<u8>>> = vectors
+                .texts
+                .iter()
+                .map(|t| t.representative.map(|k| k.as_bytes().to_vec()))
+                .collect();
             summary.rows_inserted += sqlx::query(
-                "INSERT INTO embedding_texts (text_key, model, text_version, text, embedding) \
-                 SELECT key, $4, $5, text, embedding::vector \
-                 FROM unnest($1::bytea[], $2::text[], $3::text[]) AS t(key, text, embedding) \
+                "INSERT INTO embedding_texts \
+                     (text_key, model, text_version, text, embedding, representative) \
+                 SELECT key, $5, $6, text, embedding::vector, representative \
+                 FROM unnest($1::bytea[], $2::text[], $3::text[], $4::bytea[]) \
+                     AS t(key, text, embedding, representative) \
                  ON CONFLICT (text_key) DO NOTHING",
             )
             .bind(stored_keys(&keys))
             .bind(&texts)
             .bind(&embeddings)
+            .bind(&representatives)
             .bind(&provenance.model)
             .bind(provenance.text_version)
             .execute(&mut *tx)
@@ -250,22 +333,53 @@ async fn set_ef_search(conn: &mut PgConnection, ef_search: u32) -> Result<(), St
     Ok(())
 }
 
-/// The `n` stored texts nearest to `query` through the HNSW index, searching
-/// `ef_search` candidates (at least `n`). Runs on `conn`, inside the caller's
-/// transaction.
+/// Plans the rest of the caller's transaction for its own parameters. The query
+/// vector is bound as text (`$1::vector`): a custom plan parses it once, but the
+/// generic plan PostgreSQL switches to after five runs of a prepared statement
+/// parses it again for every row it computes a distance for (20× slower over
+/// 14,000 clump members on the benchmark corpus).
+async fn plan_for_parameters(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The nearest texts to `$1` (a vector), at most `$2` of them: the `$3` nearest
+/// representatives by HNSW and their clumps' members, ranked by exact distance.
+/// Columns `text_key`, `distance`.
+const NEAREST_TEXTS: &str = "\
+    reps AS MATERIALIZED ( \
+        SELECT text_key FROM embedding_texts WHERE representative IS NULL \
+        ORDER BY embedding <=> $1::vector LIMIT $3), \
+    near AS MATERIALIZED ( \
+        SELECT text_key, distance FROM ( \
+            SELECT t.text_key, t.embedding <=> $1::vector AS distance \
+            FROM reps JOIN embedding_texts t USING (text_key) \
+            UNION ALL \
+            SELECT t.text_key, t.embedding <=> $1::vector \
+            FROM reps JOIN embedding_texts t ON t.representative = reps.text_key \
+            WHERE t.representative IS NOT NULL) clumps \
+        ORDER BY distance LIMIT $2)";
+
+/// The `n` stored texts nearest to `query`: the `ef_search` (at least `n`) nearest
+/// representatives through the HNSW index, with their clumps' members, by exact
+/// distance. Runs on `conn`, inside the caller's transaction.
 pub async fn nearest_texts(
     conn: &mut PgConnection,
     query: &[f32],
     n: u32,
     ef_search: u32,
 ) -> Result<Vec<NearText>, StoreError> {
-    set_ef_search(conn, ef_search.max(n)).await?;
-    let rows: Vec<(Vec<u8>, f64)> = sqlx::query_as(
-        "SELECT text_key, 1 - (embedding <=> $1::vector) \
-         FROM embedding_texts ORDER BY embedding <=> $1::vector LIMIT $2",
-    )
+    let ef_search = ef_search.max(n);
+    set_ef_search(conn, ef_search).await?;
+    plan_for_parameters(conn).await?;
+    let rows: Vec<(Vec<u8>, f64)> = sqlx::query_as(&format!(
+        "WITH {NEAREST_TEXTS} SELECT text_key, 1 - distance FROM near ORDER BY distance"
+    ))
     .bind(vector_literal(query))
     .bind(i64::from(n))
+    .bind(i64::from(ef_search))
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows
@@ -276,9 +390,10 @@ pub async fn nearest_texts(
         .collect())
 }
 
-/// The `events` nearest events to `query`: the `texts` nearest texts through the
-/// HNSW index (searching `ef_search` candidates, at least `texts`), each expanded
-/// to its events, newest first. Runs on `conn`, inside the caller's transaction.
+/// The `events` nearest events to `query`: the `texts` nearest texts
+/// ([`nearest_texts`], from the `ef_search` nearest representatives, at least
+/// `texts`), each expanded to its events, newest first. Runs on `conn`, inside the
+/// caller's transaction.
 pub async fn nearest(
     conn: &mut PgConnection,
     query: &[f32],
@@ -286,20 +401,22 @@ pub async fn nearest(
     ef_search: u32,
     events: u32,
 ) -> Result<Vec<Neighbour>, StoreError> {
-    set_ef_search(conn, ef_search.max(texts)).await?;
-    // MATERIALIZED keeps the top-n texts one HNSW scan, done before the expansion.
-    let rows: Vec<(Uuid, DateTime<Utc>, f64)> = sqlx::query_as(
-        "WITH near AS MATERIALIZED ( \
-             SELECT text_key, embedding <=> $1::vector AS distance FROM embedding_texts \
-             ORDER BY embedding <=> $1::vector LIMIT $2) \
+    let ef_search = ef_search.max(texts);
+    set_ef_search(conn, ef_search).await?;
+    plan_for_parameters(conn).await?;
+    // MATERIALIZED keeps the representatives one HNSW scan, done before the
+    // expansions.
+    let rows: Vec<(Uuid, DateTime<Utc>, f64)> = sqlx::query_as(&format!(
+        "WITH {NEAREST_TEXTS} \
          SELECT e.event_id, e.ts, 1 - near.distance FROM near \
          CROSS JOIN LATERAL ( \
              SELECT event_id, ts FROM event_vectors v WHERE v.text_key = near.text_key \
-             ORDER BY ts DESC LIMIT $3) e \
-         ORDER BY near.distance, e.ts DESC, e.event_id LIMIT $3",
-    )
+             ORDER BY ts DESC LIMIT $4) e \
+         ORDER BY near.distance, e.ts DESC, e.event_id LIMIT $4"
+    ))
     .bind(vector_literal(query))
     .bind(i64::from(texts))
+    .bind(i64::from(ef_search))
     .bind(i64::from(events))
     .fetch_all(&mut *conn)
     .await?;
@@ -315,6 +432,7 @@ pub async fn nearest_among(
     ids: &[Uuid],
     k: u32,
 ) -> Result<Vec<Neighbour>, StoreError> {
+    plan_for_parameters(conn).await?;
     // The materialised steps fence the lookups, so the planner cannot trade them
     // for an HNSW scan that filters afterwards and may come back short.
     let rows: Vec<(Uuid, DateTime<Utc>, f64)> = sqlx::query_as(
@@ -332,6 +450,11 @@ pub async fn nearest_among(
     .fetch_all(&mut *conn)
     .await?;
     Ok(rows.into_iter().map(neighbour).collect())
+}
+
+/// Cosine distance between two unit vectors.
+fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
+    1.0 - a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
 }
 
 fn neighbour((id, ts, similarity): (Uuid, DateTime<Utc>, f64)) -> Neighbour {
@@ -387,6 +510,7 @@ mod tests {
             key,
             text: t.into(),
             embedding: vec![1.0],
+            representative: None,
         };
         let all = BatchVectors {
             events: vec![event(1, a), event(2, b), event(3, a)],

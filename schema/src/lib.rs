@@ -203,7 +203,9 @@ impl Maintenance {
             .and_then(|d| today.checked_sub_days(Days::new(d.into())))
         {
             // Not partitioned (one HNSW graph), so rows, not partitions: the old
-            // events' vectors, then the texts no event has any more.
+            // events' vectors, then the texts no event has any more. A text that
+            // still represents a clump stays (its members are found through it)
+            // until a later run finds its clump gone.
             report.vectors_deleted = sqlx::query("DELETE FROM event_vectors WHERE ts < $1")
                 .bind(cutoff)
                 .execute(pool)
@@ -211,7 +213,9 @@ impl Maintenance {
                 .rows_affected();
             report.texts_deleted = sqlx::query(
                 "DELETE FROM embedding_texts t WHERE NOT EXISTS \
-                 (SELECT 1 FROM event_vectors v WHERE v.text_key = t.text_key)",
+                 (SELECT 1 FROM event_vectors v WHERE v.text_key = t.text_key) \
+                 AND NOT EXISTS (SELECT 1 FROM embedding_texts m \
+                     WHERE m.representative = t.text_key)",
             )
             .execute(pool)
             .await?
