@@ -82,9 +82,10 @@ pub struct TextVector {
 }
 
 /// Cosine distance within which a new text is a near copy of a text in the HNSW
-/// graph and joins its clump instead of the graph. On the benchmark corpus the
-/// texts that differ only in an IP, user, pid or path are within 0.01–0.03 of each
-/// other, and texts of different rules or commands are further than 0.1 apart
+/// graph and joins its clump instead of the graph. The same failed-login line from
+/// the next address is 0.014 away, with another port 0.05, with another user 0.13.
+/// On the benchmark corpus 0.05 leaves 681 representatives for 58,604 texts
+/// (clumps of up to 5,781) and recall@50 rises from 0.60 to 0.985
 /// (BENCHMARKS.md, "Semantic hunting").
 pub const REPRESENTATIVE_DISTANCE: f32 = 0.05;
 
