@@ -7,8 +7,9 @@
 //! the HNSW graph (copies of a point fill its neighbour lists and cut the graph
 //! into islands). A search finds the nearest texts, then their events, newest first.
 //!
-//! Near copies cut the graph the same way: the same log line with another IP, user
-//! or path lies within a cosine distance of a few thousandths of its siblings. So a
+//! Near copies cut the graph the same way: the same log line with another address
+//! or parent process lies within a few hundredths (cosine distance) of its
+//! siblings, and hundreds of them crowd each other's neighbour lists. So a
 //! new text within [`REPRESENTATIVE_DISTANCE`] of a text already in the graph keeps
 //! its own vector but is not added to the graph: it names that text as its
 //! *representative* ([`Store::choose_representatives`]). A search takes the nearest
