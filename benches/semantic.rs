@@ -280,11 +280,7 @@ async fn recluster(pool: &sqlx::PgPool, store: &Store, distance: f32) {
             .map(|(key, text, embedding)| TextVector {
                 key: TextKey::from_stored(key).expect("a stored text key"),
                 text: text.clone(),
-                embedding: embedding
-                    .trim_matches(['[', ']'])
-                    .split(',')
-                    .map(|x| x.parse().unwrap())
-                    .collect(),
+                embedding: vectors::parse_vector(embedding).expect("a stored vector"),
                 representative: None,
             })
             .collect();

@@ -465,7 +465,7 @@ async fn write_texts(
         .unwrap();
 }
 
-/// Cosine distance between unit vectors.
+/// Cosine distance, computed here apart from the store's code.
 fn distance_to(a: &[f32], b: &[f32]) -> f32 {
-    1.0 - a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
+    1.0 - palisade_embeddings::cosine(a, b) as f32
 }

@@ -32,7 +32,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::store::StoreError;
-use crate::vectors::{vector_literal, EventText, TextKey, TextVector};
+use crate::vectors::{dot, parse_vector, vector_literal, EventText, TextKey, TextVector};
 
 /// Default cosine similarity a text needs to join a group.
 pub const DEFAULT_THRESHOLD: f32 = 0.6;
@@ -130,10 +130,6 @@ impl Centroid {
         }
         dot(&self.sum, vector) / norm
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Where a text went.
@@ -448,15 +444,6 @@ async fn store_members(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// pgvector's text form back to numbers.
-fn parse_vector(text: &str) -> Option<Vec<f32>> {
-    let inner = text.trim().strip_prefix('[')?.strip_suffix(']')?;
-    if inner.is_empty() {
-        return Some(Vec::new());
-    }
-    inner.split(',').map(|x| x.trim().parse().ok()).collect()
 }
 
 /// Groups the window `window` again from its stored events and texts: its groups
@@ -1056,15 +1043,6 @@ mod tests {
             group_id(&window, &texts[0].0),
             group_id(&other, &texts[0].0)
         );
-    }
-
-    #[test]
-    fn pgvector_text_reads_back() {
-        let v = vec![0.5, -1.0, 0.123_456_79];
-        assert_eq!(parse_vector(&vector_literal(&v)), Some(v));
-        assert_eq!(parse_vector("[]"), Some(vec![]));
-        assert_eq!(parse_vector("[1,x]"), None);
-        assert_eq!(parse_vector("1,2"), None);
     }
 
     fn row(id: u128, window_hours: i64, sum: Vec<f32>, events: i64) -> GroupRow {

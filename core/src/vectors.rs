@@ -167,6 +167,20 @@ pub fn vector_literal(v: &[f32]) -> String {
     out
 }
 
+/// pgvector's text form back to numbers.
+pub fn parse_vector(text: &str) -> Option<Vec<f32>> {
+    let inner = text.trim().strip_prefix('[')?.strip_suffix(']')?;
+    if inner.is_empty() {
+        return Some(Vec::new());
+    }
+    inner.split(',').map(|x| x.trim().parse().ok()).collect()
+}
+
+/// Dot product: the cosine similarity of two unit vectors.
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 fn stored_keys(keys: &[TextKey]) -> Vec<Vec<u8>> {
     keys.iter().map(|k| k.as_bytes().to_vec()).collect()
 }
@@ -231,7 +245,7 @@ impl Store {
             let representative = nearest_stored[i].or_else(|| {
                 in_graph
                     .iter()
-                    .map(|&j| (j, cosine_distance(&texts[i].embedding, &texts[j].embedding)))
+                    .map(|&j| (j, 1.0 - dot(&texts[i].embedding, &texts[j].embedding)))
                     .filter(|(_, d)| *d <= max_distance)
                     .min_by(|a, b| a.1.total_cmp(&b.1))
                     .map(|(j, _)| texts[j].key)
@@ -454,11 +468,6 @@ pub async fn nearest_among(
     Ok(rows.into_iter().map(neighbour).collect())
 }
 
-/// Cosine distance between two unit vectors.
-fn cosine_distance(a: &[f32], b: &[f32]) -> f32 {
-    1.0 - a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
-}
-
 fn neighbour((id, ts, similarity): (Uuid, DateTime<Utc>, f64)) -> Neighbour {
     Neighbour { id, ts, similarity }
 }
@@ -471,6 +480,15 @@ mod tests {
     fn literal_is_pgvector_text() {
         assert_eq!(vector_literal(&[0.5, -1.0, 0.1]), "[0.5,-1,0.1]");
         assert_eq!(vector_literal(&[]), "[]");
+    }
+
+    #[test]
+    fn pgvector_text_reads_back() {
+        let v = vec![0.5, -1.0, 0.123_456_79];
+        assert_eq!(parse_vector(&vector_literal(&v)), Some(v));
+        assert_eq!(parse_vector("[]"), Some(vec![]));
+        assert_eq!(parse_vector("[1,x]"), None);
+        assert_eq!(parse_vector("1,2"), None);
     }
 
     #[test]
