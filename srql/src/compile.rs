@@ -300,6 +300,21 @@ pub struct Compiled {
 /// `[lower, upper)`, either end open.
 type TimeWindow = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
+/// `column >= lower` and `column < upper` for each time window, the bounds bound
+/// as parameters of `sql`.
+fn time_bounds(column: &str, windows: &[TimeWindow], sql: &mut Sql) -> Vec<String> {
+    let mut bounds = Vec::new();
+    for (lower, upper) in windows {
+        if let Some(l) = lower {
+            bounds.push(format!("{column} >= {}", sql.push(Param::Time(*l))));
+        }
+        if let Some(u) = upper {
+            bounds.push(format!("{column} < {}", sql.push(Param::Time(*u))));
+        }
+    }
+    bounds
+}
+
 /// The cap of the total count on the sql path.
 pub const COUNT_CAP: u64 = 10_000;
 
@@ -610,14 +625,7 @@ impl<'o> Compiler<'o> {
         let time_sql = catalogue::field(entity, entity.time_field())
             .and_then(|f| f.sql)
             .unwrap_or("ts");
-        for (lower, upper) in time_conditions {
-            if let Some(l) = lower {
-                conditions.push(format!("{time_sql} >= {}", sql.push(Param::Time(*l))));
-            }
-            if let Some(u) = upper {
-                conditions.push(format!("{time_sql} < {}", sql.push(Param::Time(*u))));
-            }
-        }
+        conditions.extend(time_bounds(time_sql, time_conditions, sql));
         if let Some(f) = filter {
             conditions.push(self.sql_expr(entity, f, sql)?);
         }
@@ -698,22 +706,14 @@ impl<'o> Compiler<'o> {
             let mut select = Sql::new(0);
             let mut conditions =
                 self.sql_conditions(entity, filter, time_conditions, &mut select)?;
-            let filtered = !conditions.is_empty();
-            // The time range again on the vectors' own copy of the time, so the
-            // planner can start from the range of `event_vectors` (PostgreSQL does
-            // not carry a range across the join's `v.ts = e.ts`).
-            for (lower, upper) in time_conditions {
-                if let Some(l) = lower {
-                    conditions.push(format!("v.ts >= {}", select.push(Param::Time(*l))));
-                }
-                if let Some(u) = upper {
-                    conditions.push(format!("v.ts < {}", select.push(Param::Time(*u))));
-                }
-            }
-            if !filtered {
+            if conditions.is_empty() {
                 steps.push("candidates: every embedded event (no filter)".into());
                 Candidates::All
             } else {
+                // The time range again on the vectors' own copy of the time, so the
+                // planner can start from the range of `event_vectors` (PostgreSQL
+                // does not carry a range across the join's `v.ts = e.ts`).
+                conditions.extend(time_bounds("v.ts", time_conditions, &mut select));
                 let cap = format!("${}", select.params.len() + 1);
                 let mut recheck = Sql::new(2);
                 let recheck_conditions =
