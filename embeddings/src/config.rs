@@ -76,6 +76,10 @@ pub struct EmbedderConfig {
     pub ort_dylib: Option<PathBuf>,
     /// Try ONNX Runtime's CUDA execution provider first; when it cannot be registered
     /// (a CPU-only runtime, no GPU) the embedder warns and runs on the CPU. Default: off.
+    ///
+    /// On a GPU run the fp32 variant in runs of 256: measured on an H200 with
+    /// onnxruntime-gpu 1.31, that embeds ~28,000 texts/s, runs of 32 ~15,700, and int8
+    /// ~660 (its quantised layers run on the CPU).
     pub cuda: bool,
 }
 

@@ -19,7 +19,8 @@ What it times, per batch size (the same sizes as the Rust side):
 
 The session gets `intra_op_num_threads = --threads` and otherwise onnxruntime's
 defaults, as a plain user would have it (`--no-spin` turns intra-op spinning off, as
-the Rust embedder does, for comparison).
+the Rust embedder does, for comparison). `--cuda` asks for onnxruntime-gpu's
+CUDAExecutionProvider and stops with an error when onnxruntime cannot register it.
 
 Each configuration is warmed up on its first batches, then whole passes over the texts
 (the first `--batch1-texts` for batch 1) are timed until `--min-secs` seconds or
@@ -69,13 +70,24 @@ def load_tokenizers(path):
     return padded, unpadded
 
 
-def load_session(model_path, threads, spin):
+def load_session(model_path, threads, spin, cuda):
+    """An InferenceSession on the CPU, or on CUDA (failing unless CUDA really runs it)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+    if not cuda:
+        return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        model_path, options, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    if session.get_providers()[0] != "CUDAExecutionProvider":
+        sys.exit(
+            f"--cuda: onnxruntime {ort.__version__} did not register CUDAExecutionProvider "
+            f"(available: {ort.get_available_providers()})"
+        )
+    return session
 
 
 def embed_whole(session, padded, texts):
@@ -199,6 +211,7 @@ def main():
     parser.add_argument("--min-secs", type=float, default=10.0)
     parser.add_argument("--min-passes", type=int, default=3)
     parser.add_argument("--no-spin", action="store_true", help="intra-op spinning off")
+    parser.add_argument("--cuda", action="store_true", help="CUDAExecutionProvider (onnxruntime-gpu)")
     parser.add_argument("--out", help="write the figures here as JSON")
     parser.add_argument("--vectors-out", help="write the largest batch's vectors here")
     args = parser.parse_args()
@@ -210,7 +223,7 @@ def main():
     padded, unpadded = load_tokenizers(os.path.join(args.model_dir, "tokenizer.json"))
     model_path = os.path.join(args.model_dir, FILES[args.variant])
     started = time.perf_counter()
-    session = load_session(model_path, args.threads, spin=not args.no_spin)
+    session = load_session(model_path, args.threads, spin=not args.no_spin, cuda=args.cuda)
     load_s = time.perf_counter() - started
     sizes = [int(b) for b in args.batches.split(",")]
     lengths = [len(e.ids) for e in unpadded.encode_batch(texts)]
@@ -229,6 +242,7 @@ def main():
         "threads": args.threads,
         "sub_batch": args.sub_batch,
         "spinning": not args.no_spin,
+        "execution_provider": session.get_providers()[0],
         "session_load_s": load_s,
         "texts": len(texts),
         "total_tokens": sum(lengths),
