@@ -13,7 +13,7 @@
 //!    through the vectors store, then builds the HNSW index (timed). A second run with
 //!    `BENCH_KEEP=1` reuses them when the count matches.
 //! 4. Top-50 texts for 50 hunting phrases: HNSW (`hnsw.ef_search` = `BENCH_EF`,
-//!    default 100) against the exact answer of a sequential scan (the baseline, same
+//!    default 150) against the exact answer of a sequential scan (the baseline, same
 //!    run): p50/p99 latency of both, recall@50 of HNSW.
 //! 5. Hybrid through the query engine (SRQL → candidates from SQL or the search index →
 //!    exact scan or HNSW + re-check → rows): p50/p99 per class, with the path taken.
@@ -321,7 +321,7 @@ async fn main() {
     let wanted = support::env_or::<usize>("BENCH_VECTORS", 100_000);
     let sample_percent = support::env_or::<usize>("BENCH_SAMPLE_PERCENT", 3) as f64;
     let repeat = support::env_or::<usize>("BENCH_REPEAT", 3);
-    let ef = u32::try_from(support::env_or::<usize>("BENCH_EF", 100)).unwrap_or(100);
+    let ef = u32::try_from(support::env_or::<usize>("BENCH_EF", 150)).unwrap_or(150);
     let keep = std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1");
     let representative_distance = std::env::var("BENCH_REPRESENTATIVE_DISTANCE")
         .ok()
