@@ -744,7 +744,10 @@ fn machine(gpu: bool) -> String {
     let gpu = if gpu {
         // The GPU as the driver names it (nvidia-smi comes with the driver).
         Command::new("nvidia-smi")
-            .args(["--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"])
+            .args([
+                "--query-gpu=name,memory.total,driver_version",
+                "--format=csv,noheader",
+            ])
             .output()
             .ok()
             .filter(|o| o.status.success())
@@ -1078,7 +1081,11 @@ fn main() {
     let met = |ok: bool| if ok { "met" } else { "NOT met" };
     println!(
         "\nTargets (set for 2 CPU cores{}):\n",
-        if base.cuda { "; this run was on the GPU" } else { "" }
+        if base.cuda {
+            "; this run was on the GPU"
+        } else {
+            ""
+        }
     );
     println!(
         "- ≥ 600 embeddings/s, int8, batch 256: **{}** ({int8_256:.0})",
