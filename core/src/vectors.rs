@@ -335,29 +335,30 @@ impl Store {
     }
 }
 
-/// Sets `hnsw.ef_search` for the rest of the caller's transaction (pgvector's
-/// default is 40; HNSW returns at most that many rows, and more finds more of the
-/// true neighbours).
-async fn set_ef_search(conn: &mut PgConnection, ef_search: u32) -> Result<(), StoreError> {
+/// Settings for the rest of the caller's transaction, in one round trip.
+///
+/// It is planned for its own parameters. The query vector is bound as text
+/// (`$1::vector`): a custom plan parses it once, but the generic plan PostgreSQL
+/// switches to after five runs of a prepared statement parses it again for every
+/// row it computes a distance for (20× slower over 14,000 clump members on the
+/// benchmark corpus).
+///
+/// With `ef_search`, `hnsw.ef_search` is set too (pgvector's default is 40; HNSW
+/// returns at most that many rows, and more finds more of the true neighbours).
+async fn search_settings(
+    conn: &mut PgConnection,
+    ef_search: Option<u32>,
+) -> Result<(), StoreError> {
     // SET LOCAL takes no parameters; the value is a number we formatted.
-    sqlx::query(&format!(
-        "SET LOCAL hnsw.ef_search = {}",
-        ef_search.clamp(1, 1000)
-    ))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Plans the rest of the caller's transaction for its own parameters. The query
-/// vector is bound as text (`$1::vector`): a custom plan parses it once, but the
-/// generic plan PostgreSQL switches to after five runs of a prepared statement
-/// parses it again for every row it computes a distance for (20× slower over
-/// 14,000 clump members on the benchmark corpus).
-async fn plan_for_parameters(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
-        .execute(&mut *conn)
-        .await?;
+    let mut settings = String::from("SET LOCAL plan_cache_mode = force_custom_plan;");
+    if let Some(ef_search) = ef_search {
+        settings.push_str(&format!(
+            " SET LOCAL hnsw.ef_search = {};",
+            ef_search.clamp(1, 1000)
+        ));
+    }
+    // A plain string runs unprepared, so both statements go in one message.
+    sqlx::Executor::execute(&mut *conn, settings.as_str()).await?;
     Ok(())
 }
 
@@ -388,8 +389,7 @@ pub async fn nearest_texts(
     ef_search: u32,
 ) -> Result<Vec<NearText>, StoreError> {
     let ef_search = ef_search.max(n);
-    set_ef_search(conn, ef_search).await?;
-    plan_for_parameters(conn).await?;
+    search_settings(conn, Some(ef_search)).await?;
     let rows: Vec<(Vec<u8>, f64)> = sqlx::query_as(&format!(
         "WITH {NEAREST_TEXTS} SELECT text_key, 1 - distance FROM near ORDER BY distance"
     ))
@@ -418,8 +418,7 @@ pub async fn nearest(
     events: u32,
 ) -> Result<Vec<Neighbour>, StoreError> {
     let ef_search = ef_search.max(texts);
-    set_ef_search(conn, ef_search).await?;
-    plan_for_parameters(conn).await?;
+    search_settings(conn, Some(ef_search)).await?;
     // MATERIALIZED keeps the representatives one HNSW scan, done before the
     // expansions.
     let rows: Vec<(Uuid, DateTime<Utc>, f64)> = sqlx::query_as(&format!(
@@ -448,7 +447,7 @@ pub async fn nearest_among(
     ids: &[Uuid],
     k: u32,
 ) -> Result<Vec<Neighbour>, StoreError> {
-    plan_for_parameters(conn).await?;
+    search_settings(conn, None).await?;
     // The materialised steps fence the lookups, so the planner cannot trade them
     // for an HNSW scan that filters afterwards and may come back short.
     let rows: Vec<(Uuid, DateTime<Utc>, f64)> = sqlx::query_as(
