@@ -252,18 +252,26 @@ async fn exact_nearest_texts(
         .collect()
 }
 
+/// The partial HNSW index over the representatives, as migration 0012 makes it,
+/// with `options` (e.g. ` WITH (m = 32, ef_construction = 200)`).
+fn create_hnsw(options: &str) -> String {
+    format!(
+        "CREATE INDEX embedding_texts_hnsw ON embedding_texts \
+         USING hnsw (embedding vector_cosine_ops){options} WHERE representative IS NULL"
+    )
+}
+
 /// Chooses every stored text's representative again with `distance`, in the
 /// order the texts were written, as the projection would have (BENCH_RECLUSTER=1:
 /// tries another distance without embedding again).
 async fn recluster(pool: &sqlx::PgPool, store: &Store, distance: f32) {
     let started = Instant::now();
     // Every text out of the graph (its own representative) until its turn.
+    let create = create_hnsw(" WITH (m = 32, ef_construction = 200)");
     for statement in [
         "DROP INDEX IF EXISTS embedding_texts_hnsw",
         "UPDATE embedding_texts SET representative = text_key",
-        "CREATE INDEX embedding_texts_hnsw ON embedding_texts \
-         USING hnsw (embedding vector_cosine_ops) WITH (m = 32, ef_construction = 200) \
-         WHERE representative IS NULL",
+        create.as_str(),
     ] {
         sqlx::query(statement).execute(pool).await.unwrap();
     }
@@ -453,10 +461,7 @@ async fn main() {
     if !same {
         let mut conn = pool.acquire().await.unwrap();
         let started = Instant::now();
-        let create = format!(
-            "CREATE INDEX embedding_texts_hnsw ON embedding_texts \
-             USING hnsw (embedding vector_cosine_ops){options} WHERE representative IS NULL"
-        );
+        let create = create_hnsw(&options);
         for statement in [
             "DROP INDEX IF EXISTS embedding_texts_hnsw",
             "SET maintenance_work_mem = '2GB'",
