@@ -258,6 +258,13 @@ pub struct SemanticSettings {
     #[arg(long, env = "PALISADE_SIMILAR_EF_SEARCH", default_value_t = 150)]
     pub similar_ef_search: u32,
 
+    /// MiB of clumps' member vectors the server keeps in memory to score a
+    /// `SIMILAR_TO` search's clump members itself (about 1.6 KiB a text); 0 leaves
+    /// the scoring to PostgreSQL, ~1.3 µs a member (BENCHMARKS.md, "Semantic
+    /// hunting").
+    #[arg(long, env = "PALISADE_SIMILAR_CLUMP_CACHE_MB", default_value_t = 512)]
+    pub similar_clump_cache_mb: u32,
+
     /// Cosine distance within which a new embedding text is a near copy of a text in
     /// the HNSW graph and joins its clump instead of the graph (0: every text in the
     /// graph).
@@ -330,6 +337,11 @@ impl SemanticSettings {
             embedder: stage.embedder().clone(),
             exact_max: self.similar_exact_max,
             ef_search: self.similar_ef_search,
+            clumps: (self.similar_clump_cache_mb > 0).then(|| {
+                Arc::new(palisade_core::clumps::ClumpCache::new(
+                    self.similar_clump_cache_mb as usize * 1024 * 1024,
+                ))
+            }),
         }
     }
 }

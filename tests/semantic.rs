@@ -356,8 +356,9 @@ async fn similar_to_finds_what_keywords_miss() {
 /// their own distance. Real model, real pgvector.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_copies_join_a_representative() {
+    use palisade_core::clumps::ClumpCache;
     use palisade_core::store::Store;
-    use palisade_core::vectors::{self, Provenance, TextKey, TextVector};
+    use palisade_core::vectors::{self, fill_clump_cache, Provenance, TextKey, TextVector};
 
     let env = TestEnv::new("representatives").await;
     palisade_schema::migrate(&env.pool).await.unwrap();
@@ -424,22 +425,94 @@ async fn near_copies_join_a_representative() {
     let query = embedder
         .embed("failed password for an invalid user")
         .unwrap();
-    let mut tx = env.pool.begin().await.unwrap();
-    let near = vectors::nearest_texts(&mut tx, &query, 4, 40)
+    // PostgreSQL scores the members, or the clump cache does: the same answer
+    // before the cache holds the clumps (PostgreSQL scores the missed ones) and
+    // after a fill.
+    let cache = ClumpCache::new(1 << 20);
+    let own_similarity = |v: &[f32]| 1.0 - f64::from(distance_to(&query, v));
+    for clumps in [None, Some(&cache), Some(&cache)] {
+        let near = top_texts(&env.pool, clumps, &query, 4).await;
+        let found: Vec<TextKey> = near.iter().map(|n| n.key).collect();
+        let logins = [key(0), key(1)];
+        assert!(found[..2].iter().all(|k| logins.contains(k)), "{near:?}");
+        assert_eq!(found.len(), 4, "{near:?}");
+        assert!(near.windows(2).all(|w| w[0].similarity >= w[1].similarity));
+        for n in &near {
+            let i = (0..4).find(|&i| key(i) == n.key).unwrap();
+            assert!(
+                (n.similarity - own_similarity(&embedded[i])).abs() < 1e-4,
+                "{near:?}"
+            );
+        }
+        if clumps.is_some() && cache.has_wanted() {
+            assert_eq!(fill_clump_cache(&env.pool, &cache).await.unwrap(), 2);
+        }
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.clumps, stats.members), (2, 2), "{stats:?}");
+    assert_eq!((stats.hits, stats.misses), (2, 2), "{stats:?}");
+
+    // A new member changes its clump's revision, so the cache reads the clump again
+    // and the search finds it.
+    let another = "sshd: Failed password for invalid user admin from 203.0.113.11 port 52144 ssh2";
+    let mut third = vec![TextVector {
+        key: TextKey::of(&provenance, another),
+        text: another.to_owned(),
+        embedding: embedder.embed(another).unwrap(),
+        representative: None,
+    }];
+    store.choose_representatives(&mut third, max).await.unwrap();
+    assert_eq!(third[0].representative, Some(key(0)));
+    let another_vector = third[0].embedding.clone();
+    write_texts(&store, &provenance, third).await;
+    let misses = cache.stats().misses;
+    for filled in [false, true] {
+        let near = top_texts(&env.pool, Some(&cache), &query, 5).await;
+        assert!(
+            near.iter()
+                .any(|n| n.key == TextKey::of(&provenance, another)
+                    && (n.similarity - own_similarity(&another_vector)).abs() < 1e-4),
+            "filled {filled}: {near:?}"
+        );
+        if !filled {
+            assert_eq!(
+                cache.stats().misses,
+                misses + 1,
+                "only the login clump changed"
+            );
+            assert_eq!(fill_clump_cache(&env.pool, &cache).await.unwrap(), 1);
+        }
+    }
+    assert_eq!(cache.stats().members, 3);
+    assert_eq!(cache.stats().misses, misses + 1, "held after the fill");
+    // So does a member removed (as retention removes texts no event has).
+    sqlx::query("DELETE FROM embedding_texts WHERE text_key = $1")
+        .bind(key(1).as_bytes())
+        .execute(&env.pool)
         .await
         .unwrap();
-    let found: Vec<TextKey> = near.iter().map(|n| n.key).collect();
-    let logins = [key(0), key(1)];
-    assert!(found[..2].iter().all(|k| logins.contains(k)), "{near:?}");
-    assert_eq!(found.len(), 4, "{near:?}");
-    assert!(near.windows(2).all(|w| w[0].similarity >= w[1].similarity));
-    let own_similarity = |i: usize| 1.0 - f64::from(distance_to(&query, &embedded[i]));
-    for n in &near {
-        let i = (0..4).find(|&i| key(i) == n.key).unwrap();
-        assert!((n.similarity - own_similarity(i)).abs() < 1e-4, "{near:?}");
-    }
-    tx.commit().await.unwrap();
+    let near = top_texts(&env.pool, Some(&cache), &query, 5).await;
+    assert!(near.iter().all(|n| n.key != key(1)), "{near:?}");
+    assert_eq!(near.len(), 4, "{near:?}");
+    assert_eq!(fill_clump_cache(&env.pool, &cache).await.unwrap(), 1);
+    assert_eq!(cache.stats().members, 2);
     env.cleanup().await;
+}
+
+/// The `n` texts nearest to `query` (ef_search 40), members scored by `clumps`
+/// or by PostgreSQL.
+async fn top_texts(
+    pool: &sqlx::PgPool,
+    clumps: Option<&palisade_core::clumps::ClumpCache>,
+    query: &[f32],
+    n: u32,
+) -> Vec<palisade_core::vectors::NearText> {
+    let mut tx = pool.begin().await.unwrap();
+    let near = palisade_core::vectors::nearest_texts(&mut tx, clumps, query, n, 40)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    near
 }
 
 /// Stores `texts` as the vectors projection's write does.

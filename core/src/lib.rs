@@ -12,6 +12,7 @@
 //! assert_eq!(events[0].rule.as_deref(), Some("Terminal shell in container"));
 //! ```
 
+pub mod clumps;
 pub mod correlation;
 pub mod decode;
 pub mod graph;

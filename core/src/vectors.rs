@@ -14,20 +14,25 @@
 //! its own vector but is not added to the graph: it names that text as its
 //! *representative* ([`Store::choose_representatives`]). A search takes the nearest
 //! representatives by HNSW, adds their members, and ranks them all by their own
-//! exact distance ([`nearest_texts`]).
+//! exact distance ([`nearest_texts`]). The query server scores the members from
+//! a [`ClumpCache`] (in memory, checked against each clump's revision); without
+//! one, PostgreSQL scores them.
 //!
 //! Rows are keyed by the event's deterministic id and the text's [`TextKey`], so a
 //! redelivered or replayed message writes nothing new. Vectors are bound as
 //! pgvector's text form (`[0.1,0.2,…]::vector`): no extra client type, and the
 //! statement stays prepared.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::PgConnection;
+use sqlx::postgres::{PgTypeInfo, PgValueRef};
+use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
+use crate::clumps::{Clump, ClumpCache, NearestTexts};
 use crate::grouping::{self, GroupingConfig};
 use crate::store::{record_offsets, Batch, Store, StoreError, WriteSummary};
 
@@ -379,39 +384,198 @@ const NEAREST_TEXTS: &str = "\
             WHERE t.representative IS NOT NULL) clumps \
         ORDER BY distance LIMIT $2)";
 
+/// The representatives nearest to `$1` (a vector), at most `$2` of them, by
+/// HNSW, with their distances and their clumps' revisions (none: no members).
+const NEAREST_REPRESENTATIVES: &str = "\
+    SELECT r.text_key, r.distance, c.revision FROM ( \
+        SELECT text_key, embedding <=> $1::vector AS distance \
+        FROM embedding_texts WHERE representative IS NULL \
+        ORDER BY embedding <=> $1::vector LIMIT $2) r \
+    LEFT JOIN embedding_clumps c ON c.representative = r.text_key";
+
+/// The members of the clumps of the representatives `$1`, with their clumps'
+/// revisions read in the same snapshot.
+const CLUMP_MEMBERS: &str = "\
+    SELECT m.representative, c.revision, m.text_key, m.embedding \
+    FROM embedding_texts m JOIN embedding_clumps c ON c.representative = m.representative \
+    WHERE m.representative = ANY($1)";
+
+/// The `$3` members nearest to `$1` of the clumps of the representatives `$2`, by
+/// PostgreSQL's exact distance.
+const NEAREST_MEMBERS: &str = "\
+    SELECT text_key, embedding <=> $1::vector AS distance FROM embedding_texts \
+    WHERE representative = ANY($2) ORDER BY distance LIMIT $3";
+
 /// The `n` stored texts nearest to `query`: the `ef_search` (at least `n`) nearest
 /// representatives through the HNSW index, with their clumps' members, by exact
 /// distance. Runs on `conn`, inside the caller's transaction.
+///
+/// With `clumps`, the members of the clumps it holds at their current revision
+/// are scored in memory, PostgreSQL scores the rest, and those become wanted
+/// ([`fill_clump_cache`] reads them); without, PostgreSQL scores them all (~1.3 µs
+/// a member).
 pub async fn nearest_texts(
     conn: &mut PgConnection,
+    clumps: Option<&ClumpCache>,
     query: &[f32],
     n: u32,
     ef_search: u32,
 ) -> Result<Vec<NearText>, StoreError> {
     let ef_search = ef_search.max(n);
     search_settings(conn, Some(ef_search)).await?;
-    let rows: Vec<(Vec<u8>, f64)> = sqlx::query_as(&format!(
-        "WITH {NEAREST_TEXTS} SELECT text_key, 1 - distance FROM near ORDER BY distance"
-    ))
-    .bind(vector_literal(query))
-    .bind(i64::from(n))
-    .bind(i64::from(ef_search))
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
+    let found = match clumps {
+        Some(cache) => nearest_texts_with_cache(conn, cache, query, n, ef_search).await?,
+        None => {
+            let rows: Vec<(Vec<u8>, f64)> = sqlx::query_as(&format!(
+                "WITH {NEAREST_TEXTS} SELECT text_key, distance FROM near ORDER BY distance"
+            ))
+            .bind(vector_literal(query))
+            .bind(i64::from(n))
+            .bind(i64::from(ef_search))
+            .fetch_all(&mut *conn)
+            .await?;
+            rows.into_iter()
+                .filter_map(|(key, distance)| TextKey::from_stored(&key).map(|k| (k, distance)))
+                .collect()
+        }
+    };
+    Ok(found
         .into_iter()
-        .filter_map(|(key, similarity)| {
-            TextKey::from_stored(&key).map(|key| NearText { key, similarity })
+        .map(|(key, distance)| NearText {
+            key,
+            similarity: 1.0 - distance,
         })
         .collect())
 }
 
+/// [`nearest_texts`] with the members of held clumps scored from `cache`: the
+/// texts and their distances, nearest first. The caller has set `hnsw.ef_search`.
+async fn nearest_texts_with_cache(
+    conn: &mut PgConnection,
+    cache: &ClumpCache,
+    query: &[f32],
+    n: u32,
+    ef_search: u32,
+) -> Result<Vec<(TextKey, f64)>, StoreError> {
+    let representatives: Vec<(Vec<u8>, f64, Option<i64>)> = sqlx::query_as(NEAREST_REPRESENTATIVES)
+        .bind(vector_literal(query))
+        .bind(i64::from(ef_search))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut nearest = NearestTexts::new(n as usize);
+    let mut held: Vec<Arc<Clump>> = Vec::new();
+    let mut missing: Vec<Vec<u8>> = Vec::new();
+    for (key, distance, revision) in representatives {
+        let Some(representative) = TextKey::from_stored(&key) else {
+            continue;
+        };
+        nearest.offer(representative, distance);
+        if let Some(revision) = revision {
+            match cache.get(&representative, revision) {
+                Some(clump) => held.push(clump),
+                None => missing.push(key),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let scored: Vec<(Vec<u8>, f64)> = sqlx::query_as(NEAREST_MEMBERS)
+            .bind(vector_literal(query))
+            .bind(&missing)
+            .bind(i64::from(n))
+            .fetch_all(&mut *conn)
+            .await?;
+        for (key, distance) in scored {
+            if let Some(key) = TextKey::from_stored(&key) {
+                nearest.offer(key, distance);
+            }
+        }
+    }
+    for clump in &held {
+        clump.score(query, &mut nearest);
+    }
+    Ok(nearest.into_sorted())
+}
+
+/// How many clumps [`fill_clump_cache`] reads in one statement.
+const CLUMPS_PER_READ: usize = 64;
+
+/// Reads the clumps searches missed ([`ClumpCache::has_wanted`]) into `cache`, at
+/// their current revisions, unless another fill is at it; returns how many it
+/// read. For off the search path: a task after a search, or a warm-up.
+pub async fn fill_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize, StoreError> {
+    let Some(_turn) = cache.fill_turn() else {
+        return Ok(0);
+    };
+    let mut read = 0;
+    loop {
+        let wanted = cache.take_wanted(CLUMPS_PER_READ);
+        if wanted.is_empty() {
+            return Ok(read);
+        }
+        let rows: Vec<(Vec<u8>, i64, Vec<u8>, StoredVector)> = sqlx::query_as(CLUMP_MEMBERS)
+            .bind(stored_keys(&wanted))
+            .fetch_all(pool)
+            .await?;
+        let mut members: HashMap<TextKey, (i64, Vec<(TextKey, Vec<f32>)>)> = HashMap::new();
+        for (representative, revision, key, vector) in rows {
+            if let (Some(representative), Some(key)) = (
+                TextKey::from_stored(&representative),
+                TextKey::from_stored(&key),
+            ) {
+                members
+                    .entry(representative)
+                    .or_insert_with(|| (revision, Vec::new()))
+                    .1
+                    .push((key, vector.0));
+            }
+        }
+        read += members.len();
+        for (representative, (revision, members)) in members {
+            cache.insert(representative, Arc::new(Clump::new(revision, members)));
+        }
+    }
+}
+
+/// A pgvector `vector` in its binary form: the dimension (int16), an unused
+/// int16, then that many float4, all big-endian.
+struct StoredVector(Vec<f32>);
+
+impl sqlx::Type<Postgres> for StoredVector {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_name("vector")
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for StoredVector {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let bytes = value.as_bytes()?;
+        let (header, floats) = bytes
+            .split_at_checked(4)
+            .ok_or("a pgvector value shorter than its header")?;
+        let dimensions = usize::from(u16::from_be_bytes([header[0], header[1]]));
+        if floats.len() != dimensions * 4 {
+            return Err(format!(
+                "a pgvector value of {dimensions} dimensions with {} bytes of floats",
+                floats.len()
+            )
+            .into());
+        }
+        Ok(StoredVector(
+            floats
+                .chunks_exact(4)
+                .map(|b| f32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ))
+    }
+}
+
 /// The `events` nearest events to `query`: the `texts` nearest texts
 /// ([`nearest_texts`], from the `ef_search` nearest representatives, at least
-/// `texts`), each expanded to its events, newest first. Runs on `conn`, inside the
-/// caller's transaction.
+/// `texts`, members scored from `clumps` when given), each expanded to its events,
+/// newest first. Runs on `conn`, inside the caller's transaction.
 pub async fn nearest(
     conn: &mut PgConnection,
+    clumps: Option<&ClumpCache>,
     query: &[f32],
     texts: u32,
     ef_search: u32,
@@ -419,22 +583,44 @@ pub async fn nearest(
 ) -> Result<Vec<Neighbour>, StoreError> {
     let ef_search = ef_search.max(texts);
     search_settings(conn, Some(ef_search)).await?;
-    // MATERIALIZED keeps the representatives one HNSW scan, done before the
-    // expansions.
-    let rows: Vec<(Uuid, DateTime<Utc>, f64)> = sqlx::query_as(&format!(
-        "WITH {NEAREST_TEXTS} \
-         SELECT e.event_id, e.ts, 1 - near.distance FROM near \
-         CROSS JOIN LATERAL ( \
-             SELECT event_id, ts FROM event_vectors v WHERE v.text_key = near.text_key \
-             ORDER BY ts DESC LIMIT $4) e \
-         ORDER BY near.distance, e.ts DESC, e.event_id LIMIT $4"
-    ))
-    .bind(vector_literal(query))
-    .bind(i64::from(texts))
-    .bind(i64::from(ef_search))
-    .bind(i64::from(events))
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows: Vec<(Uuid, DateTime<Utc>, f64)> = match clumps {
+        Some(cache) => {
+            let near = nearest_texts_with_cache(conn, cache, query, texts, ef_search).await?;
+            let keys: Vec<Vec<u8>> = near.iter().map(|(k, _)| k.as_bytes().to_vec()).collect();
+            let distances: Vec<f64> = near.iter().map(|(_, d)| *d).collect();
+            sqlx::query_as(
+                "SELECT e.event_id, e.ts, 1 - near.distance \
+                 FROM unnest($1::bytea[], $2::float8[]) AS near(text_key, distance) \
+                 CROSS JOIN LATERAL ( \
+                     SELECT event_id, ts FROM event_vectors v WHERE v.text_key = near.text_key \
+                     ORDER BY ts DESC LIMIT $3) e \
+                 ORDER BY near.distance, e.ts DESC, e.event_id LIMIT $3",
+            )
+            .bind(&keys)
+            .bind(&distances)
+            .bind(i64::from(events))
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        None => {
+            // MATERIALIZED keeps the representatives one HNSW scan, done before the
+            // expansions.
+            sqlx::query_as(&format!(
+                "WITH {NEAREST_TEXTS} \
+                 SELECT e.event_id, e.ts, 1 - near.distance FROM near \
+                 CROSS JOIN LATERAL ( \
+                     SELECT event_id, ts FROM event_vectors v WHERE v.text_key = near.text_key \
+                     ORDER BY ts DESC LIMIT $4) e \
+                 ORDER BY near.distance, e.ts DESC, e.event_id LIMIT $4"
+            ))
+            .bind(vector_literal(query))
+            .bind(i64::from(texts))
+            .bind(i64::from(ef_search))
+            .bind(i64::from(events))
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
     Ok(rows.into_iter().map(neighbour).collect())
 }
 

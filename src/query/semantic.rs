@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use palisade_core::clumps::ClumpCache;
 use palisade_core::search::SearchIndex;
 use palisade_core::vectors::{self, Neighbour};
 use palisade_embeddings::Embedder;
@@ -45,6 +46,9 @@ pub struct SemanticSearch {
     pub exact_max: u32,
     /// `hnsw.ef_search` of an unfiltered search (at least `k`).
     pub ef_search: u32,
+    /// Clumps' member vectors kept in memory between searches; `None`: PostgreSQL
+    /// scores the members.
+    pub clumps: Option<Arc<ClumpCache>>,
 }
 
 /// How a `SIMILAR_TO` answer was ranked.
@@ -97,9 +101,10 @@ impl QueryEngine {
         let (neighbours, report) = match &similar.candidates {
             Candidates::All => {
                 let ef = semantic.ef_search.max(k);
-                let found = vectors::nearest(&mut tx, &query_vector, k, ef, k)
-                    .await
-                    .map_err(store_error)?;
+                let found =
+                    vectors::nearest(&mut tx, semantic.clumps.as_deref(), &query_vector, k, ef, k)
+                        .await
+                        .map_err(store_error)?;
                 let report = SemanticReport {
                     ranking: "hnsw",
                     reason: "no filter: HNSW over every embedded text, the nearest \
@@ -184,6 +189,9 @@ impl QueryEngine {
         )
         .await?;
         tx.commit().await.map_err(db_error)?;
+        if let Some(cache) = semantic.clumps.as_ref().filter(|c| c.has_wanted()) {
+            self.fill_clump_cache(Arc::clone(cache));
+        }
         // A vector whose event row is not committed yet has no row: drop it.
         let similarity: std::collections::HashMap<String, f64> = neighbours
             .iter()
@@ -198,6 +206,29 @@ impl QueryEngine {
             }
         }
         Ok((rows, report))
+    }
+
+    /// Reads the clumps this search scored in PostgreSQL into `cache`, off the
+    /// search path, so the next searches score them in memory.
+    fn fill_clump_cache(&self, cache: Arc<ClumpCache>) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            match vectors::fill_clump_cache(&pool, &cache).await {
+                Ok(read) if read > 0 => {
+                    let held = cache.stats();
+                    tracing::debug!(
+                        read,
+                        clumps = held.clumps,
+                        members = held.members,
+                        bytes = held.bytes,
+                        "clump cache filled"
+                    );
+                }
+                Ok(_) => {}
+                // The searches go on scoring those clumps in PostgreSQL.
+                Err(error) => tracing::warn!(%error, "filling the clump cache"),
+            }
+        });
     }
 
     /// The tantivy query of a search-path compile.
@@ -251,6 +282,7 @@ impl QueryEngine {
         loop {
             let found = vectors::nearest(
                 tx,
+                semantic.clumps.as_deref(),
                 query_vector,
                 neighbourhood,
                 neighbourhood,
