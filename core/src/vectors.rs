@@ -32,7 +32,7 @@ use sqlx::postgres::{PgTypeInfo, PgValueRef};
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use crate::clumps::{Clump, ClumpCache, NearestTexts};
+use crate::clumps::{score_clumps, Clump, ClumpCache, NearestTexts};
 use crate::grouping::{self, GroupingConfig};
 use crate::store::{record_offsets, Batch, Store, StoreError, WriteSummary};
 
@@ -490,9 +490,12 @@ async fn nearest_texts_with_cache(
             }
         }
     }
-    for clump in &held {
-        clump.score(query, &mut nearest);
-    }
+    let scored = score_clumps(&held, query, &mut nearest);
+    tracing::trace!(
+        clumps = held.len(),
+        scored,
+        "clump members scored in memory"
+    );
     Ok(nearest.into_sorted())
 }
 
@@ -516,7 +519,8 @@ pub async fn fill_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize
             .bind(stored_keys(&wanted))
             .fetch_all(pool)
             .await?;
-        let mut members: HashMap<TextKey, (i64, Vec<(TextKey, Vec<f32>)>)> = HashMap::new();
+        // Each clump's revision and members.
+        let mut members: HashMap<TextKey, (i64, Vec<ClumpMember>)> = HashMap::new();
         for (representative, revision, key, vector) in rows {
             if let (Some(representative), Some(key)) = (
                 TextKey::from_stored(&representative),
@@ -535,6 +539,9 @@ pub async fn fill_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize
         }
     }
 }
+
+/// A clump member's key and vector, as read.
+type ClumpMember = (TextKey, Vec<f32>);
 
 /// A pgvector `vector` in its binary form: the dimension (int16), an unused
 /// int16, then that many float4, all big-endian.
