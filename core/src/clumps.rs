@@ -505,6 +505,9 @@ struct Held {
     clumps: HashMap<TextKey, HeldClump>,
     /// Representatives whose clumps a search missed, to be read.
     wanted: HashSet<TextKey>,
+    /// Clumps read once and found larger than the whole capacity, by revision:
+    /// not wanted again until they change.
+    too_large: HashMap<TextKey, i64>,
     bytes: usize,
     members: usize,
     /// Counts uses, to order the clumps by last use.
@@ -552,7 +555,9 @@ impl ClumpCache {
             self.hits.fetch_add(1, AtomicOrdering::Relaxed);
         } else {
             self.misses.fetch_add(1, AtomicOrdering::Relaxed);
-            held.wanted.insert(*representative);
+            if held.too_large.get(representative) != Some(&revision) {
+                held.wanted.insert(*representative);
+            }
         }
         found
     }
@@ -583,10 +588,12 @@ impl ClumpCache {
     /// than the whole capacity is not kept.
     pub fn insert(&self, representative: TextKey, clump: Arc<Clump>) {
         let bytes = clump.bytes();
+        let mut held = self.lock();
         if bytes > self.capacity {
+            held.too_large.insert(representative, clump.revision);
             return;
         }
-        let mut held = self.lock();
+        held.too_large.remove(&representative);
         held.clock += 1;
         let last_used = held.clock;
         let members = clump.len();
@@ -837,12 +844,16 @@ mod tests {
     }
 
     #[test]
-    fn a_clump_larger_than_the_cache_is_not_kept() {
+    fn a_clump_larger_than_the_cache_is_not_kept_nor_wanted_again() {
         let cache = ClumpCache::new(16);
         cache.insert(
             key(1),
             Arc::new(Clump::new(1, vec![(key(2), vec![1.0; 8])])),
         );
         assert_eq!(cache.stats().clumps, 0);
+        assert!(cache.get(&key(1), 1).is_none());
+        assert!(!cache.has_wanted(), "the same revision is read no more");
+        assert!(cache.get(&key(1), 2).is_none());
+        assert!(cache.has_wanted(), "a changed clump is read again");
     }
 }
