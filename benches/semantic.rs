@@ -14,7 +14,9 @@
 //!    `BENCH_KEEP=1` reuses them when the count matches.
 //! 4. Top-50 texts for 50 hunting phrases: HNSW (`hnsw.ef_search` = `BENCH_EF`,
 //!    default 150) against the exact answer of a sequential scan (the baseline, same
-//!    run): p50/p99 latency of both, recall@50 of HNSW.
+//!    run): p50/p99 latency of both, recall@50 of HNSW; the clump members scored by
+//!    PostgreSQL, from a clump cache of `BENCH_CLUMP_CACHE_MB` (default 512) filled
+//!    after the first round, and from an empty one.
 //! 5. Hybrid through the query engine (SRQL → candidates from SQL or the search index →
 //!    exact scan or HNSW + re-check → rows): p50/p99 per class, with the path taken.
 //!
