@@ -2,7 +2,9 @@
 //!
 //! 1. Embed the text with the same model the vectors projection used.
 //! 2. Candidates: none given (no filter) → the HNSW index over every distinct
-//!    embedding text, the nearest texts' events newest first.
+//!    embedding text, the nearest texts' events newest first (clump members scored
+//!    from the server's [`ClumpCache`], which a task fills after the search with
+//!    the clumps it missed).
 //!    Otherwise the filter's matches (from the search index, or the embedded ones
 //!    from SQL), counted up to `exact_max + 1`:
 //!    - at most `exact_max` → an exact cosine scan over their texts' vectors: no
