@@ -631,32 +631,64 @@ pub async fn nearest(
     Ok(rows.into_iter().map(neighbour).collect())
 }
 
-/// The `k` nearest to `query` among the events `ids`, by an exact distance scan
-/// over their texts' vectors, each distinct text once (never loses a candidate; for
+/// Events to rank exactly ([`nearest_among`]).
+#[derive(Debug, Clone, Copy)]
+pub enum CandidateEvents<'a> {
+    /// By id: their texts are looked up in `event_vectors`.
+    Ids(&'a [Uuid]),
+    /// With their time and text key already known (a SQL filter joined
+    /// `event_vectors`): one lookup fewer per event.
+    Keyed(&'a [(DateTime<Utc>, Uuid, TextKey)]),
+}
+
+/// The `k` nearest to `query` among `candidates`, by an exact distance scan over
+/// their texts' vectors, each distinct text once (never loses a candidate; for
 /// candidate sets of thousands).
 pub async fn nearest_among(
     conn: &mut PgConnection,
     query: &[f32],
-    ids: &[Uuid],
+    candidates: CandidateEvents<'_>,
     k: u32,
 ) -> Result<Vec<Neighbour>, StoreError> {
     search_settings(conn, None).await?;
     // The materialised steps fence the lookups, so the planner cannot trade them
     // for an HNSW scan that filters afterwards and may come back short.
-    let rows: Vec<(Uuid, DateTime<Utc>, f64)> = sqlx::query_as(
-        "WITH candidates AS MATERIALIZED ( \
-             SELECT event_id, ts, text_key FROM event_vectors WHERE event_id = ANY($2::uuid[])), \
-         near AS MATERIALIZED ( \
+    let ranked = "near AS MATERIALIZED ( \
              SELECT text_key, embedding <=> $1::vector AS distance FROM embedding_texts \
              WHERE text_key IN (SELECT text_key FROM candidates)) \
          SELECT c.event_id, c.ts, 1 - near.distance FROM candidates c JOIN near USING (text_key) \
-         ORDER BY near.distance, c.ts DESC, c.event_id LIMIT $3",
-    )
-    .bind(vector_literal(query))
-    .bind(ids)
-    .bind(i64::from(k))
-    .fetch_all(&mut *conn)
-    .await?;
+         ORDER BY near.distance, c.ts DESC, c.event_id LIMIT $2";
+    let rows: Vec<(Uuid, DateTime<Utc>, f64)> = match candidates {
+        CandidateEvents::Ids(ids) => {
+            sqlx::query_as(&format!(
+                "WITH candidates AS MATERIALIZED ( \
+                     SELECT event_id, ts, text_key FROM event_vectors \
+                     WHERE event_id = ANY($3::uuid[])), {ranked}"
+            ))
+            .bind(vector_literal(query))
+            .bind(i64::from(k))
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        CandidateEvents::Keyed(events) => {
+            let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.0).collect();
+            let ids: Vec<Uuid> = events.iter().map(|e| e.1).collect();
+            let keys: Vec<Vec<u8>> = events.iter().map(|e| e.2.as_bytes().to_vec()).collect();
+            sqlx::query_as(&format!(
+                "WITH candidates AS MATERIALIZED ( \
+                     SELECT * FROM unnest($3::uuid[], $4::timestamptz[], $5::bytea[]) \
+                         AS c(event_id, ts, text_key)), {ranked}"
+            ))
+            .bind(vector_literal(query))
+            .bind(i64::from(k))
+            .bind(&ids)
+            .bind(&times)
+            .bind(&keys)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
     Ok(rows.into_iter().map(neighbour).collect())
 }
 

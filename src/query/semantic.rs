@@ -22,7 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use palisade_core::clumps::ClumpCache;
 use palisade_core::search::SearchIndex;
-use palisade_core::vectors::{self, Neighbour};
+use palisade_core::vectors::{self, CandidateEvents, Neighbour, TextKey};
 use palisade_embeddings::Embedder;
 use palisade_srql::{Candidates, Compiled, SimilarTo};
 use serde::Serialize;
@@ -129,22 +129,40 @@ impl QueryEngine {
                         let mut args = arguments(&[], params)?;
                         sqlx::Arguments::add(&mut args, i64::from(exact_max) + 1)
                             .map_err(|e| QueryError::Internal(e.to_string()))?;
-                        let keys = sqlx::query_as_with::<_, (DateTime<Utc>, Uuid), _>(sql, args)
-                            .fetch_all(&mut *tx)
-                            .await
-                            .map_err(db_error)?;
-                        if keys.len() > exact_max as usize {
+                        let rows =
+                            sqlx::query_as_with::<_, (DateTime<Utc>, Uuid, Vec<u8>), _>(sql, args)
+                                .fetch_all(&mut *tx)
+                                .await
+                                .map_err(db_error)?;
+                        if rows.len() > exact_max as usize {
                             Matches::Many
                         } else {
-                            Matches::Few(keys)
+                            Matches::FewWithTexts(
+                                rows.into_iter()
+                                    .filter_map(|(ts, id, key)| {
+                                        TextKey::from_stored(&key).map(|key| (ts, id, key))
+                                    })
+                                    .collect(),
+                            )
                         }
                     }
                     Candidates::All => unreachable!("handled above"),
                 };
-                if let Matches::Few(keys) = matches {
-                    let count = keys.len() as u64;
-                    let ids: Vec<Uuid> = keys.iter().map(|(_, id)| *id).collect();
-                    let found = vectors::nearest_among(&mut tx, &query_vector, &ids, k)
+                let ids: Vec<Uuid>;
+                let few = match &matches {
+                    Matches::Few(keys) => {
+                        ids = keys.iter().map(|(_, id)| *id).collect();
+                        Some(CandidateEvents::Ids(&ids))
+                    }
+                    Matches::FewWithTexts(events) => Some(CandidateEvents::Keyed(events)),
+                    Matches::Many => None,
+                };
+                if let Some(few) = few {
+                    let count = match few {
+                        CandidateEvents::Ids(ids) => ids.len(),
+                        CandidateEvents::Keyed(events) => events.len(),
+                    } as u64;
+                    let found = vectors::nearest_among(&mut tx, &query_vector, few, k)
                         .await
                         .map_err(store_error)?;
                     let report = SemanticReport {
@@ -356,6 +374,8 @@ impl QueryEngine {
 enum Matches {
     /// At most the exact-scan threshold: their keys.
     Few(Vec<(DateTime<Utc>, Uuid)>),
+    /// At most the threshold, with the keys of the texts they were embedded by.
+    FewWithTexts(Vec<(DateTime<Utc>, Uuid, TextKey)>),
     /// More than the threshold.
     Many,
 }

@@ -233,9 +233,9 @@ pub enum Candidates {
     Search,
     /// The events matching a SQL filter.
     Sql {
-        /// `(ts, id)` of the matching events that have a vector, `LIMIT` the last
-        /// placeholder (one past `params`), which the executor binds to its
-        /// exact-scan threshold + 1.
+        /// `(ts, id, text_key)` of the matching events that have a vector (the key
+        /// of the text they were embedded by), `LIMIT` the last placeholder (one
+        /// past `params`), which the executor binds to its exact-scan threshold + 1.
         sql: String,
         /// Values for `sql`, without the limit.
         params: Vec<Param>,
@@ -723,7 +723,7 @@ impl<'o> Compiler<'o> {
                     // Only embedded events can be ranked, so the threshold counts
                     // those; the join lets the planner start from the smaller side.
                     sql: format!(
-                        "SELECT e.ts, e.id FROM {} JOIN event_vectors v \
+                        "SELECT e.ts, e.id, v.text_key FROM {} JOIN event_vectors v \
                          ON v.event_id = e.id AND v.ts = e.ts WHERE {} LIMIT {cap}",
                         entity.from_sql(),
                         conditions.join(" AND ")
