@@ -181,8 +181,9 @@ fn residual(unit: &[f32], codes: &[i8], scale: f32) -> f32 {
         .sqrt()
 }
 
-/// The largest query code: 384 products of at most 127 · 16,383 stay far inside
-/// an i32.
+/// The largest query code: a lane of [`dot_codes`] adds a sixteenth of the
+/// products, each at most 127 · 16,383, which stays inside an i32 up to 16,000
+/// dimensions (MiniLM has 384).
 const QUERY_CODE_MAX: i16 = 16_383;
 
 /// Slack on the scan's error bound for f32 rounding (the bound itself is exact
@@ -360,8 +361,9 @@ impl SmallestDistances {
     }
 }
 
-/// The dot product of the query's codes and a row's, sixteen lanes at a time.
-fn dot_codes(a: &[i16], b: &[i8]) -> i32 {
+/// The dot product of the query's codes and a row's, sixteen lanes at a time,
+/// the lanes added up in i64 (their sum passes an i32 above 1,032 dimensions).
+fn dot_codes(a: &[i16], b: &[i8]) -> i64 {
     let mut lanes = [0i32; 16];
     let (a_chunks, b_chunks) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: i32 = a_chunks
@@ -375,7 +377,7 @@ fn dot_codes(a: &[i16], b: &[i8]) -> i32 {
             lanes[i] += i32::from(x[i]) * i32::from(i16::from(y[i]));
         }
     }
-    lanes.iter().sum::<i32>() + tail
+    lanes.iter().map(|&lane| i64::from(lane)).sum::<i64>() + i64::from(tail)
 }
 
 /// The dot product, eight lanes at a time so the compiler keeps it in vector
