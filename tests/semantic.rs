@@ -221,6 +221,40 @@ async fn similar_to_finds_what_keywords_miss() {
     assert_eq!(hybrid["semantic"]["ranking"], "exact", "{hybrid}");
     assert_eq!(hybrid["semantic"]["candidates"], alerts);
     assert!(messages(&hybrid)[0].contains("tail -n 10 /etc/shadow"));
+    // Only a time range: the embedded events of that range, from `event_vectors`
+    // alone, ranked exactly; the later half of the events is not a candidate.
+    let (first, last): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT min(ts), max(ts) FROM event_vectors")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    let middle = first + (last - first) / 2;
+    let in_range: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM event_vectors WHERE ts >= $1 AND ts <= $2")
+            .bind(first)
+            .bind(middle)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    let embedded = env.count("SELECT count(*) FROM event_vectors").await;
+    assert!(
+        0 < in_range && in_range < embedded,
+        "{in_range} of {embedded}"
+    );
+    let micros =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let windowed = query(
+        &app,
+        &format!(
+            "time:[{},{}] | SIMILAR_TO(\"cat /etc/shadow\", 3)",
+            micros(first),
+            micros(middle)
+        ),
+    )
+    .await;
+    assert_eq!(windowed["semantic"]["ranking"], "exact", "{windowed}");
+    assert_eq!(windowed["semantic"]["candidates"], in_range, "{windowed}");
+    assert!(!messages(&windowed).is_empty(), "{windowed}");
     // Full-text candidates from the index: every row matches the words.
     let brute = query(
         &app,

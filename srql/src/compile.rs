@@ -686,6 +686,25 @@ impl<'o> Compiler<'o> {
         Ok(steps)
     }
 
+    /// The statement that says which of the given keys (`$1` times, `$2` ids)
+    /// match the filter, and its values (from `$3`).
+    fn recheck_sql(
+        &self,
+        entity: Entity,
+        filter: Option<&Expr>,
+        time_conditions: &[TimeWindow],
+    ) -> Result<(String, Vec<Param>), SrqlError> {
+        let mut recheck = Sql::new(2);
+        let conditions = self.sql_conditions(entity, filter, time_conditions, &mut recheck)?;
+        let sql = format!(
+            "SELECT e.ts, e.id FROM {} JOIN unnest($1::timestamptz[], $2::uuid[]) \
+             AS k(ts, id) ON e.ts = k.ts AND e.id = k.id WHERE {}",
+            entity.from_sql(),
+            conditions.join(" AND ")
+        );
+        Ok((sql, recheck.params))
+    }
+
     /// The embedded events a filter selects: every one (no filter), the search
     /// index's matches (full-text terms), or a SQL statement over `event_vectors`.
     /// Pushes the plan's step.
@@ -706,18 +725,45 @@ impl<'o> Compiler<'o> {
             let mut select = Sql::new(0);
             let mut conditions =
                 self.sql_conditions(entity, filter, time_conditions, &mut select)?;
+            // Only a time range (events, no other condition): `event_vectors`
+            // has each event's time, so the range needs no join with `events`.
+            let only_time = filter.is_none()
+                && entity == Entity::Events
+                && !time_conditions.is_empty()
+                && time_conditions
+                    .iter()
+                    .any(|(l, u)| l.is_some() || u.is_some());
             if conditions.is_empty() {
                 steps.push("candidates: every embedded event (no filter)".into());
                 Candidates::All
+            } else if only_time {
+                let mut select = Sql::new(0);
+                let bounds = time_bounds("v.ts", time_conditions, &mut select);
+                let cap = format!("${}", select.params.len() + 1);
+                let (recheck_sql, recheck_params) =
+                    self.recheck_sql(entity, filter, time_conditions)?;
+                steps.push(
+                    "candidates: the embedded events in the time range (event_vectors alone)"
+                        .into(),
+                );
+                Candidates::Sql {
+                    sql: format!(
+                        "SELECT v.ts, v.event_id, v.text_key FROM event_vectors v WHERE {} \
+                         LIMIT {cap}",
+                        bounds.join(" AND ")
+                    ),
+                    params: select.params,
+                    recheck_sql,
+                    recheck_params,
+                }
             } else {
                 // The time range again on the vectors' own copy of the time, so the
                 // planner can start from the range of `event_vectors` (PostgreSQL
                 // does not carry a range across the join's `v.ts = e.ts`).
                 conditions.extend(time_bounds("v.ts", time_conditions, &mut select));
                 let cap = format!("${}", select.params.len() + 1);
-                let mut recheck = Sql::new(2);
-                let recheck_conditions =
-                    self.sql_conditions(entity, filter, time_conditions, &mut recheck)?;
+                let (recheck_sql, recheck_params) =
+                    self.recheck_sql(entity, filter, time_conditions)?;
                 steps.push("candidates: the embedded events the SQL filter selects".into());
                 Candidates::Sql {
                     // Only embedded events can be ranked, so the threshold counts
@@ -729,13 +775,8 @@ impl<'o> Compiler<'o> {
                         conditions.join(" AND ")
                     ),
                     params: select.params,
-                    recheck_sql: format!(
-                        "SELECT e.ts, e.id FROM {} JOIN unnest($1::timestamptz[], $2::uuid[]) \
-                         AS k(ts, id) ON e.ts = k.ts AND e.id = k.id WHERE {}",
-                        entity.from_sql(),
-                        recheck_conditions.join(" AND ")
-                    ),
-                    recheck_params: recheck.params,
+                    recheck_sql,
+                    recheck_params,
                 }
             }
         };
