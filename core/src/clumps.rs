@@ -205,10 +205,10 @@ pub fn score_clumps(clumps: &[Arc<Clump>], query: &[f32], nearest: &mut NearestT
     let Some(query) = QueryCodes::new(query) else {
         return 0;
     };
-    let n = nearest.n;
-    let mut uppers = SmallestDistances::new(n);
+    let n = nearest.kept.n;
+    let mut uppers = Smallest::new(n);
     for distance in nearest.distances() {
-        uppers.offer(distance as f32);
+        uppers.offer(OrderedDistance(distance as f32));
     }
     // The scan in parts of about equal members, one a thread.
     let parts = scan_parts(clumps);
@@ -224,11 +224,11 @@ pub fn score_clumps(clumps: &[Arc<Clump>], query: &[f32], nearest: &mut NearestT
         scanned
     });
     for part in &scanned {
-        for upper in part.uppers.kept.iter() {
-            uppers.offer(upper.0);
+        for upper in part.uppers.iter() {
+            uppers.offer(OrderedDistance(upper.0));
         }
     }
-    let cutoff = uppers.largest();
+    let cutoff = uppers.nth().map_or(f32::INFINITY, |nth| nth.0);
     let mut scored = 0;
     for (lower, c, row) in scanned.iter().flat_map(|part| part.bounded.iter()) {
         if *lower <= cutoff {
@@ -277,7 +277,7 @@ fn scan_parts(clumps: &[Arc<Clump>]) -> Vec<(usize, usize)> {
 /// What one part of the scan found: the `n` smallest upper bounds, and every
 /// member's lower bound with where it is (clump, row).
 struct Scanned {
-    uppers: SmallestDistances,
+    uppers: Smallest<OrderedDistance>,
     bounded: Vec<(f32, u32, u32)>,
 }
 
@@ -285,7 +285,7 @@ struct Scanned {
 fn scan(clumps: &[Arc<Clump>], from: usize, to: usize, query: &QueryCodes, n: usize) -> Scanned {
     let dimensions = query.unit.len();
     let mut part = Scanned {
-        uppers: SmallestDistances::new(n),
+        uppers: Smallest::new(n),
         bounded: Vec::new(),
     };
     for (c, clump) in clumps.iter().enumerate().take(to).skip(from) {
@@ -298,7 +298,7 @@ fn scan(clumps: &[Arc<Clump>], from: usize, to: usize, query: &QueryCodes, n: us
             let scale = clump.scales[row];
             let cosine = dot_codes(&query.codes, codes) as f32 * query.scale * scale;
             let error = query.residual + query.coded_norm * clump.residuals[row] + ROUNDING_SLACK;
-            part.uppers.offer(1.0 - (cosine - error));
+            part.uppers.offer(OrderedDistance(1.0 - (cosine - error)));
             part.bounded
                 .push((1.0 - (cosine + error), c as u32, row as u32));
         }
@@ -306,10 +306,45 @@ fn scan(clumps: &[Arc<Clump>], from: usize, to: usize, query: &QueryCodes, n: us
     part
 }
 
-/// The `n` smallest distances offered (a max-heap of at most `n`).
-struct SmallestDistances {
+/// The `n` smallest items offered: a max-heap of at most `n`, the largest kept
+/// on top, to be pushed out.
+#[derive(Debug)]
+struct Smallest<T> {
     n: usize,
-    kept: BinaryHeap<OrderedDistance>,
+    kept: BinaryHeap<T>,
+}
+
+impl<T: Ord> Smallest<T> {
+    fn new(n: usize) -> Smallest<T> {
+        Smallest {
+            n,
+            kept: BinaryHeap::with_capacity(n + 1),
+        }
+    }
+
+    fn offer(&mut self, item: T) {
+        if self.kept.len() < self.n {
+            self.kept.push(item);
+        } else if self.kept.peek().is_some_and(|largest| item < *largest) {
+            self.kept.pop();
+            self.kept.push(item);
+        }
+    }
+
+    /// The `n`th smallest, once `n` were offered.
+    fn nth(&self) -> Option<&T> {
+        self.kept.peek().filter(|_| self.kept.len() == self.n)
+    }
+
+    /// The kept items, in no order.
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.kept.iter()
+    }
+
+    /// The kept items, smallest first.
+    fn into_sorted(self) -> Vec<T> {
+        self.kept.into_sorted_vec()
+    }
 }
 
 /// A distance ordered by `total_cmp`.
@@ -332,32 +367,6 @@ impl PartialOrd for OrderedDistance {
 impl Ord for OrderedDistance {
     fn cmp(&self, other: &Self) -> Ordering {
         self.0.total_cmp(&other.0)
-    }
-}
-
-impl SmallestDistances {
-    fn new(n: usize) -> SmallestDistances {
-        SmallestDistances {
-            n,
-            kept: BinaryHeap::with_capacity(n + 1),
-        }
-    }
-
-    fn offer(&mut self, distance: f32) {
-        if self.kept.len() < self.n {
-            self.kept.push(OrderedDistance(distance));
-        } else if self.kept.peek().is_some_and(|largest| distance < largest.0) {
-            self.kept.pop();
-            self.kept.push(OrderedDistance(distance));
-        }
-    }
-
-    /// The `n`th smallest, or infinity while fewer than `n` were offered.
-    fn largest(&self) -> f32 {
-        match self.kept.peek() {
-            Some(largest) if self.kept.len() == self.n => largest.0,
-            _ => f32::INFINITY,
-        }
     }
 }
 
@@ -431,33 +440,20 @@ impl Ord for Candidate {
 /// The `n` nearest texts offered so far.
 #[derive(Debug)]
 pub struct NearestTexts {
-    n: usize,
-    /// A max-heap: the farthest kept text on top, to be pushed out.
-    kept: BinaryHeap<Candidate>,
+    kept: Smallest<Candidate>,
 }
 
 impl NearestTexts {
     /// Keeps the `n` nearest.
     pub fn new(n: usize) -> NearestTexts {
         NearestTexts {
-            n,
-            kept: BinaryHeap::with_capacity(n + 1),
+            kept: Smallest::new(n),
         }
     }
 
     /// Offers `key` at `distance`.
     pub fn offer(&mut self, key: TextKey, distance: f64) {
-        let candidate = Candidate { distance, key };
-        if self.kept.len() < self.n {
-            self.kept.push(candidate);
-        } else if self
-            .kept
-            .peek()
-            .is_some_and(|farthest| candidate < *farthest)
-        {
-            self.kept.pop();
-            self.kept.push(candidate);
-        }
+        self.kept.offer(Candidate { distance, key });
     }
 
     /// The distances of the texts kept so far, in no order.
@@ -468,7 +464,7 @@ impl NearestTexts {
     /// The kept texts, nearest first, with their distances.
     pub fn into_sorted(self) -> Vec<(TextKey, f64)> {
         self.kept
-            .into_sorted_vec()
+            .into_sorted()
             .into_iter()
             .map(|c| (c.key, c.distance))
             .collect()
