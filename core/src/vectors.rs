@@ -457,8 +457,9 @@ async fn nearest_texts_with_cache(
     n: u32,
     ef_search: u32,
 ) -> Result<Vec<(TextKey, f64)>, StoreError> {
+    let literal = vector_literal(query);
     let representatives: Vec<(Vec<u8>, f64, Option<i64>)> = sqlx::query_as(NEAREST_REPRESENTATIVES)
-        .bind(vector_literal(query))
+        .bind(&literal)
         .bind(i64::from(ef_search))
         .fetch_all(&mut *conn)
         .await?;
@@ -479,7 +480,7 @@ async fn nearest_texts_with_cache(
     }
     if !missing.is_empty() {
         let scored: Vec<(Vec<u8>, f64)> = sqlx::query_as(NEAREST_MEMBERS)
-            .bind(vector_literal(query))
+            .bind(&literal)
             .bind(&missing)
             .bind(i64::from(n))
             .fetch_all(&mut *conn)
@@ -595,14 +596,11 @@ pub async fn nearest(
             let near = nearest_texts_with_cache(conn, cache, query, texts, ef_search).await?;
             let keys: Vec<Vec<u8>> = near.iter().map(|(k, _)| k.as_bytes().to_vec()).collect();
             let distances: Vec<f64> = near.iter().map(|(_, d)| *d).collect();
-            sqlx::query_as(
-                "SELECT e.event_id, e.ts, 1 - near.distance \
-                 FROM unnest($1::bytea[], $2::float8[]) AS near(text_key, distance) \
-                 CROSS JOIN LATERAL ( \
-                     SELECT event_id, ts FROM event_vectors v WHERE v.text_key = near.text_key \
-                     ORDER BY ts DESC LIMIT $3) e \
-                 ORDER BY near.distance, e.ts DESC, e.event_id LIMIT $3",
-            )
+            sqlx::query_as(&format!(
+                "WITH near AS (SELECT * FROM unnest($1::bytea[], $2::float8[]) \
+                     AS near(text_key, distance)) {}",
+                events_of_near("$3")
+            ))
             .bind(&keys)
             .bind(&distances)
             .bind(i64::from(events))
@@ -612,23 +610,28 @@ pub async fn nearest(
         None => {
             // MATERIALIZED keeps the representatives one HNSW scan, done before the
             // expansions.
-            sqlx::query_as(&format!(
-                "WITH {NEAREST_TEXTS} \
-                 SELECT e.event_id, e.ts, 1 - near.distance FROM near \
-                 CROSS JOIN LATERAL ( \
-                     SELECT event_id, ts FROM event_vectors v WHERE v.text_key = near.text_key \
-                     ORDER BY ts DESC LIMIT $4) e \
-                 ORDER BY near.distance, e.ts DESC, e.event_id LIMIT $4"
-            ))
-            .bind(vector_literal(query))
-            .bind(i64::from(texts))
-            .bind(i64::from(ef_search))
-            .bind(i64::from(events))
-            .fetch_all(&mut *conn)
-            .await?
+            sqlx::query_as(&format!("WITH {NEAREST_TEXTS} {}", events_of_near("$4")))
+                .bind(vector_literal(query))
+                .bind(i64::from(texts))
+                .bind(i64::from(ef_search))
+                .bind(i64::from(events))
+                .fetch_all(&mut *conn)
+                .await?
         }
     };
     Ok(rows.into_iter().map(neighbour).collect())
+}
+
+/// The events of the texts in `near` (`text_key`, `distance`): each text's newest
+/// first, nearest text first, at most `limit` (a placeholder) of them.
+fn events_of_near(limit: &str) -> String {
+    format!(
+        "SELECT e.event_id, e.ts, 1 - near.distance FROM near \
+         CROSS JOIN LATERAL ( \
+             SELECT event_id, ts FROM event_vectors v WHERE v.text_key = near.text_key \
+             ORDER BY ts DESC LIMIT {limit}) e \
+         ORDER BY near.distance, e.ts DESC, e.event_id LIMIT {limit}"
+    )
 }
 
 /// Events to rank exactly ([`nearest_among`]).
@@ -639,6 +642,21 @@ pub enum CandidateEvents<'a> {
     /// With their time and text key already known (a SQL filter joined
     /// `event_vectors`): one lookup fewer per event.
     Keyed(&'a [(DateTime<Utc>, Uuid, TextKey)]),
+}
+
+impl CandidateEvents<'_> {
+    /// How many events.
+    pub fn len(&self) -> usize {
+        match self {
+            CandidateEvents::Ids(ids) => ids.len(),
+            CandidateEvents::Keyed(events) => events.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The `k` nearest to `query` among `candidates`, by an exact distance scan over

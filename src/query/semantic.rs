@@ -148,20 +148,13 @@ impl QueryEngine {
                     }
                     Candidates::All => unreachable!("handled above"),
                 };
-                let ids: Vec<Uuid>;
                 let few = match &matches {
-                    Matches::Few(keys) => {
-                        ids = keys.iter().map(|(_, id)| *id).collect();
-                        Some(CandidateEvents::Ids(&ids))
-                    }
+                    Matches::Few(ids) => Some(CandidateEvents::Ids(ids)),
                     Matches::FewWithTexts(events) => Some(CandidateEvents::Keyed(events)),
                     Matches::Many => None,
                 };
                 if let Some(few) = few {
-                    let count = match few {
-                        CandidateEvents::Ids(ids) => ids.len(),
-                        CandidateEvents::Keyed(events) => events.len(),
-                    } as u64;
+                    let count = few.len() as u64;
                     let found = vectors::nearest_among(&mut tx, &query_vector, few, k)
                         .await
                         .map_err(store_error)?;
@@ -274,9 +267,7 @@ impl QueryEngine {
                 return Ok(Matches::Many);
             }
             let page = index.collect_keys(query.as_ref(), cap)?;
-            Ok(Matches::Few(
-                page.hits.into_iter().map(|h| (h.ts, h.id)).collect(),
-            ))
+            Ok(Matches::Few(page.hits.into_iter().map(|h| h.id).collect()))
         })
         .await
         .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
@@ -372,8 +363,8 @@ impl QueryEngine {
 
 /// The candidates a filter matched: few enough to scan exactly, or more.
 enum Matches {
-    /// At most the exact-scan threshold: their keys.
-    Few(Vec<(DateTime<Utc>, Uuid)>),
+    /// At most the exact-scan threshold: their ids.
+    Few(Vec<Uuid>),
     /// At most the threshold, with the keys of the texts they were embedded by.
     FewWithTexts(Vec<(DateTime<Utc>, Uuid, TextKey)>),
     /// More than the threshold.
