@@ -12,7 +12,7 @@
 //!
 //! For fp32 and int8 and batches of 1, 32 and 256: embeddings/s of
 //! `Embedder::embed_batch` (tokenisation included: sorted by token length, runs of
-//! `sub_batch` = 32), and of Python onnxruntime with the same files, threads and texts,
+//! `sub_batch`, default 16), and of Python onnxruntime with the same files, threads and texts,
 //! both as a plain Python user writes it (the whole batch padded to its longest, one
 //! run) and with the same length-sorted runs. Each configuration is warmed up on its
 //! first batches, then whole passes over the texts (the first 300 for batch 1) are timed
@@ -24,7 +24,7 @@
 //! Needs the converted model (`scripts/stack.sh model`; `eval "$(scripts/stack.sh env)"`
 //! sets PALISADE_MODEL_DIR and ORT_DYLIB_PATH), then `cargo bench --bench embed`.
 //! Knobs: BENCH_TEXTS (2000), BENCH_BATCH1_TEXTS (300), BENCH_MIN_SECS (10),
-//! BENCH_MIN_PASSES (3), BENCH_THREADS (2), PALISADE_EMBED_SUB_BATCH (32),
+//! BENCH_MIN_PASSES (3), BENCH_THREADS (2), PALISADE_EMBED_SUB_BATCH (16), PALISADE_EMBED_SPIN,
 //! PALISADE_PYTHON (default /var/lib/palisade/opt/model-venv/bin/python),
 //! BENCH_PYTHON_ARGS (extra arguments for the Python script, e.g. `--no-spin` to turn
 //! its intra-op spinning off as the Rust embedder does), BENCH_EXTRA=1 (also Rust batch
@@ -941,9 +941,10 @@ fn main() {
     );
     println!("- machine: {machine}; load average before {load_before}, after {load_after}");
     println!(
-        "- Rust: palisade-embeddings, onnxruntime {} (the venv's libonnxruntime), {} intra-op threads, spinning off, length-sorted runs of {sub_batch}",
+        "- Rust: palisade-embeddings, onnxruntime {} (the venv's libonnxruntime), {} intra-op threads, spinning {} (PALISADE_EMBED_SPIN), length-sorted runs of {sub_batch}",
         py0["onnxruntime"].as_str().unwrap_or("?"),
-        base.threads
+        base.threads,
+        if base.spin { "on" } else { "off" }
     );
     println!(
         "- execution providers: Rust {}; Python {}",

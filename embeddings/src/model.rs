@@ -107,7 +107,7 @@ impl Embedder {
         let tokenizer = load_tokenizer(&tokenizer_path)?;
         let env = environment(config.ort_dylib.as_deref())?;
 
-        let builder = session_builder(&env, config.threads.max(1))?;
+        let builder = session_builder(&env, config.threads.max(1), config.spin)?;
         let (session, execution_provider) = if config.cuda {
             match with_cuda(builder.clone(), &model_path) {
                 Ok(session) => (session, "cuda"),
@@ -323,14 +323,14 @@ fn environment(dylib: Option<&Path>) -> Result<Environment, EmbedError> {
 }
 
 /// Session options: full graph optimisation, `threads` intra-op threads that sleep
-/// instead of spinning when idle (spinning only steals the CPU from everything else on
-/// a small shared box), one inter-op thread.
-fn session_builder(env: &Environment, threads: usize) -> ort::Result<SessionBuilder> {
+/// when idle unless `spin` (spinning steals the CPU from everything else on a small
+/// shared box), one inter-op thread.
+fn session_builder(env: &Environment, threads: usize, spin: bool) -> ort::Result<SessionBuilder> {
     Ok(Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(threads)?
         .with_inter_threads(1)?
-        .with_intra_op_spinning(false)?
+        .with_intra_op_spinning(spin)?
         .with_inter_op_spinning(false)?)
 }
 
