@@ -55,10 +55,24 @@ impl AppState {
         }
     }
 
-    /// Serves queries with `engine`.
+    /// Serves queries with `engine` (and its clump cache's figures on `/metrics`).
     pub fn with_query(mut self, engine: QueryEngine) -> Self {
+        if let Some(metrics) = engine.clump_cache_metrics() {
+            // Only this state holds the registry yet; a clone's handlers share it.
+            match Arc::get_mut(&mut self.registry) {
+                Some(registry) => registry.register_collector(Box::new(metrics)),
+                None => {
+                    tracing::warn!("the clump cache is left off /metrics: the registry is shared")
+                }
+            }
+        }
         self.query = Some(engine);
         self
+    }
+
+    /// The query engine, when queries are served.
+    pub fn query_engine(&self) -> Option<&QueryEngine> {
+        self.query.as_ref()
     }
 
     /// Requires one of `tokens` on every route but `/healthz` (none: open).

@@ -252,6 +252,16 @@ pub struct SemanticSettings {
     #[arg(long, env = "PALISADE_SIMILAR_EXACT_MAX", default_value_t = 20_000)]
     pub similar_exact_max: u32,
 
+    /// The most texts the HNSW path of `filter | SIMILAR_TO(…)` re-checks (the
+    /// neighbourhood doubles up to it); short of k after it, some of the filter's
+    /// matches are ranked exactly too.
+    #[arg(
+        long,
+        env = "PALISADE_SIMILAR_MAX_NEIGHBOURHOOD",
+        default_value_t = 1000
+    )]
+    pub similar_max_neighbourhood: u32,
+
     /// `hnsw.ef_search` of `SIMILAR_TO` without a filter (at least k), which is also
     /// how many representatives' clumps a search expands. Over 193,101 texts, 100
     /// gave recall@50 0.94 and 150 gave 0.97 (BENCHMARKS.md, "Semantic hunting").
@@ -336,6 +346,7 @@ impl SemanticSettings {
         crate::query::SemanticSearch {
             embedder: stage.embedder().clone(),
             exact_max: self.similar_exact_max,
+            max_neighbourhood: self.similar_max_neighbourhood.max(1),
             ef_search: self.similar_ef_search,
             clumps: (self.similar_clump_cache_mb > 0).then(|| {
                 Arc::new(palisade_core::clumps::ClumpCache::new(

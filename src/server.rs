@@ -142,6 +142,9 @@ pub async fn start(conn: Connections, settings: ServeSettings) -> anyhow::Result
     )));
 
     let state = app_state(&pipeline, conn.namespace(), &search, &settings);
+    if let Some(engine) = state.query_engine() {
+        engine.warm_clump_cache();
+    }
     let stop_http = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let serve = axum::serve(listener, api::app(state))

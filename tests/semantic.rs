@@ -208,6 +208,29 @@ async fn similar_to_finds_what_keywords_miss() {
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
     assert!((scores[0] - scores[1]).abs() < 1e-9, "{scores:?}");
     assert!(scores[0] > scores[4] + 0.05, "{scores:?}");
+    // A re-check round takes at most a share of each text's newest events: of the
+    // two tail reads, one is the newer.
+    let (tail_vector,): (String,) = sqlx::query_as(
+        "SELECT t.embedding::text FROM embedding_texts t JOIN event_vectors v USING (text_key) \
+         JOIN events e ON e.id = v.event_id WHERE e.message LIKE '%tail -n 10 /etc/shadow%' LIMIT 1",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    let tail_vector = palisade_core::vectors::parse_vector(&tail_vector).unwrap();
+    for per_text in [1, 2, 10] {
+        let mut tx = env.pool.begin().await.unwrap();
+        let near =
+            palisade_core::vectors::nearest(&mut tx, None, &tail_vector, 1, 40, per_text, 10)
+                .await
+                .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(near.len(), per_text.min(2) as usize, "{near:?}");
+        assert!(
+            near[0].ts.to_rfc3339().starts_with("2026-11-20T11:"),
+            "{near:?}"
+        );
+    }
 
     // Hybrid, few candidates: an exact scan over the filter's matches.
     let alerts = env
@@ -325,6 +348,62 @@ async fn similar_to_finds_what_keywords_miss() {
     assert!(messages(&search_rechecked)
         .iter()
         .all(|m| m.to_lowercase().contains("password")));
+    assert_eq!(
+        search_rechecked["semantic"]["sampled"],
+        Value::Null,
+        "{search_rechecked}"
+    );
+
+    // Matches far from the text: none of the 4 nearest texts' events passes, so the
+    // filter's newest embedded matches are ranked exactly too, and the answer is
+    // not short.
+    let narrow = env.serve_settings(&[
+        "--vectors=true",
+        "--similar-exact-max=0",
+        "--similar-ef-search=1",
+        "--similar-max-neighbourhood=4",
+    ]);
+    let narrow_app = palisade::api::app(palisade::server::app_state(
+        &running.pipeline,
+        env.connections().namespace(),
+        &running.search,
+        &narrow,
+    ));
+    let far_query = "password | SIMILAR_TO(\"cat /etc/shadow\", 3)";
+    let far = query(&narrow_app, far_query).await;
+    assert_eq!(far["semantic"]["neighbourhood"], 4, "{far}");
+    assert!(far["semantic"]["sampled"].as_u64().unwrap() >= 1, "{far}");
+    // The same answer as the search that saw every text (these fixtures have few).
+    let seen_all = query(&hnsw_app, far_query).await;
+    assert_eq!(seen_all["semantic"]["sampled"], Value::Null, "{seen_all}");
+    let ids = |answer: &Value| -> Vec<String> {
+        answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(!ids(&far).is_empty(), "{far}");
+    assert_eq!(ids(&far), ids(&seen_all), "{far}\n{seen_all}");
+    assert!(messages(&far)
+        .iter()
+        .all(|m| m.to_lowercase().contains("password")));
+
+    // The clump cache's figures are on /metrics (these fixtures have no near
+    // copies, so no clumps: the warm-up and the cache are tested below).
+    let (status, metrics) = common::get_text(&app, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    for name in ["hits_total", "misses_total", "clumps", "members", "bytes"] {
+        let name = format!("palisade_similar_clump_cache_{name}");
+        let figure = metrics.lines().find_map(|l| {
+            l.strip_prefix(&name)?
+                .strip_prefix(' ')?
+                .parse::<u64>()
+                .ok()
+        });
+        assert!(figure.is_some(), "{name} on /metrics: {metrics}");
+    }
 
     // Explain names the path; mistakes are 400s with a column.
     let (status, explain) = call(
@@ -390,7 +469,7 @@ async fn similar_to_finds_what_keywords_miss() {
 /// their own distance. Real model, real pgvector.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn near_copies_join_a_representative() {
-    use palisade_core::clumps::ClumpCache;
+    use palisade_core::clumps::{Clump, ClumpCache};
     use palisade_core::store::Store;
     use palisade_core::vectors::{self, fill_clump_cache, Provenance, TextKey, TextVector};
 
@@ -530,6 +609,28 @@ async fn near_copies_join_a_representative() {
     assert_eq!(near.len(), 4, "{near:?}");
     assert_eq!(fill_clump_cache(&env.pool, &cache).await.unwrap(), 1);
     assert_eq!(cache.stats().members, 2);
+
+    // A server's warm-up reads the clumps before any search misses them, as many
+    // as fit in 90% of the capacity.
+    let warm = ClumpCache::new(1 << 20);
+    assert_eq!(
+        vectors::warm_clump_cache(&env.pool, &warm).await.unwrap(),
+        2
+    );
+    top_texts(&env.pool, Some(&warm), &query, 4).await;
+    let stats = warm.stats();
+    assert_eq!(
+        (stats.clumps, stats.hits, stats.misses),
+        (2, 2, 0),
+        "{stats:?}"
+    );
+    let one_clump = Clump::bytes_of(1, embedded[0].len());
+    let small = ClumpCache::new(one_clump * 10 / 9 + 10);
+    assert_eq!(
+        vectors::warm_clump_cache(&env.pool, &small).await.unwrap(),
+        1
+    );
+    assert_eq!(small.stats().clumps, 1);
     env.cleanup().await;
 }
 

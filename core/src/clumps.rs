@@ -97,14 +97,15 @@ impl Clump {
 
     /// Bytes it holds (what counts against the cache's capacity).
     pub fn bytes(&self) -> usize {
-        std::mem::size_of::<Clump>()
-            + self.keys.len() * std::mem::size_of::<TextKey>()
-            + self.codes.len()
-            + (self.vectors.len()
-                + self.inverse_norms.len()
-                + self.scales.len()
-                + self.residuals.len())
-                * std::mem::size_of::<f32>()
+        Clump::bytes_of(self.keys.len(), self.dimensions)
+    }
+
+    /// Bytes a clump of `members` vectors of `dimensions` holds.
+    pub fn bytes_of(members: usize, dimensions: usize) -> usize {
+        let per_member = std::mem::size_of::<TextKey>()
+            + dimensions // codes
+            + (dimensions + 3) * std::mem::size_of::<f32>(); // vector, norm, scale, residual
+        std::mem::size_of::<Clump>() + members * per_member
     }
 
     /// The cosine distance of row `row` to `query` from the stored vector (the
@@ -560,6 +561,19 @@ impl ClumpCache {
         found
     }
 
+    /// Wants the clumps of `representatives` (a warm-up: [`crate::vectors::warm_clump_cache`]),
+    /// those held or known too large aside.
+    pub fn want(&self, representatives: impl IntoIterator<Item = TextKey>) {
+        let mut held = self.lock();
+        for representative in representatives {
+            if !held.clumps.contains_key(&representative)
+                && !held.too_large.contains_key(&representative)
+            {
+                held.wanted.insert(representative);
+            }
+        }
+    }
+
     /// Whether a search missed clumps that no fill has read yet.
     pub fn has_wanted(&self) -> bool {
         !self.lock().wanted.is_empty()
@@ -809,6 +823,23 @@ mod tests {
         taken.sort();
         assert_eq!(taken, vec![key(1), key(2)]);
         assert!(!cache.has_wanted());
+    }
+
+    #[test]
+    fn a_warm_up_wants_only_the_clumps_not_held() {
+        let cache = ClumpCache::new(1 << 20);
+        cache.insert(
+            key(1),
+            Arc::new(Clump::new(1, vec![(key(2), vec![1.0, 0.0])])),
+        );
+        cache.want([key(1), key(3)]);
+        assert_eq!(cache.take_wanted(10), vec![key(3)]);
+    }
+
+    #[test]
+    fn a_clump_s_size_is_known_before_it_is_read() {
+        let members: Vec<_> = (0..5).map(|i| (key(i), vec![0.25f32; 384])).collect();
+        assert_eq!(Clump::new(1, members).bytes(), Clump::bytes_of(5, 384));
     }
 
     #[test]

@@ -541,6 +541,35 @@ pub async fn fill_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize
     }
 }
 
+/// Fills `cache` at a server's start, before the searches miss: the largest
+/// clumps first (PostgreSQL scores a member at ~1.3 µs, so they cost a search the
+/// most) until they would take 90% of its capacity, then reads them
+/// ([`fill_clump_cache`]). Returns how many clumps it read.
+pub async fn warm_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize, StoreError> {
+    let sizes: Vec<(Vec<u8>, i64, i32)> = sqlx::query_as(
+        "SELECT m.representative, count(*), max(vector_dims(r.embedding)) \
+         FROM embedding_texts m JOIN embedding_texts r ON r.text_key = m.representative \
+         WHERE m.representative IS NOT NULL \
+         GROUP BY m.representative ORDER BY count(*) DESC",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut room = cache.capacity() - cache.capacity() / 10;
+    let mut wanted = Vec::new();
+    for (representative, members, dimensions) in sizes {
+        let bytes = Clump::bytes_of(
+            usize::try_from(members).unwrap_or(usize::MAX),
+            usize::try_from(dimensions).unwrap_or(0),
+        );
+        if let (Some(key), true) = (TextKey::from_stored(&representative), bytes <= room) {
+            room -= bytes;
+            wanted.push(key);
+        }
+    }
+    cache.want(wanted);
+    fill_clump_cache(pool, cache).await
+}
+
 /// A clump member's key and vector, as read.
 type ClumpMember = (TextKey, Vec<f32>);
 
@@ -579,14 +608,16 @@ impl<'r> sqlx::Decode<'r, Postgres> for StoredVector {
 
 /// The `events` nearest events to `query`: the `texts` nearest texts
 /// ([`nearest_texts`], from the `ef_search` nearest representatives, at least
-/// `texts`, members scored from `clumps` when given), each expanded to its events,
-/// newest first. Runs on `conn`, inside the caller's transaction.
+/// `texts`, members scored from `clumps` when given), each expanded to its newest
+/// events, at most `per_text` of each. Runs on `conn`, inside the caller's
+/// transaction.
 pub async fn nearest(
     conn: &mut PgConnection,
     clumps: Option<&ClumpCache>,
     query: &[f32],
     texts: u32,
     ef_search: u32,
+    per_text: u32,
     events: u32,
 ) -> Result<Vec<Neighbour>, StoreError> {
     let ef_search = ef_search.max(texts);
@@ -599,10 +630,11 @@ pub async fn nearest(
             sqlx::query_as(&format!(
                 "WITH near AS (SELECT * FROM unnest($1::bytea[], $2::float8[]) \
                      AS near(text_key, distance)) {}",
-                events_of_near("$3")
+                events_of_near("$3", "$4")
             ))
             .bind(&keys)
             .bind(&distances)
+            .bind(i64::from(per_text))
             .bind(i64::from(events))
             .fetch_all(&mut *conn)
             .await?
@@ -610,26 +642,30 @@ pub async fn nearest(
         None => {
             // MATERIALIZED keeps the representatives one HNSW scan, done before the
             // expansions.
-            sqlx::query_as(&format!("WITH {NEAREST_TEXTS} {}", events_of_near("$4")))
-                .bind(vector_literal(query))
-                .bind(i64::from(texts))
-                .bind(i64::from(ef_search))
-                .bind(i64::from(events))
-                .fetch_all(&mut *conn)
-                .await?
+            sqlx::query_as(&format!(
+                "WITH {NEAREST_TEXTS} {}",
+                events_of_near("$4", "$5")
+            ))
+            .bind(vector_literal(query))
+            .bind(i64::from(texts))
+            .bind(i64::from(ef_search))
+            .bind(i64::from(per_text))
+            .bind(i64::from(events))
+            .fetch_all(&mut *conn)
+            .await?
         }
     };
     Ok(rows.into_iter().map(neighbour).collect())
 }
 
 /// The events of the texts in `near` (`text_key`, `distance`): each text's newest
-/// first, nearest text first, at most `limit` (a placeholder) of them.
-fn events_of_near(limit: &str) -> String {
+/// `per_text`, nearest text first, at most `limit` of them (both placeholders).
+fn events_of_near(per_text: &str, limit: &str) -> String {
     format!(
         "SELECT e.event_id, e.ts, 1 - near.distance FROM near \
          CROSS JOIN LATERAL ( \
              SELECT event_id, ts FROM event_vectors v WHERE v.text_key = near.text_key \
-             ORDER BY ts DESC LIMIT {limit}) e \
+             ORDER BY ts DESC LIMIT {per_text}) e \
          ORDER BY near.distance, e.ts DESC, e.event_id LIMIT {limit}"
     )
 }

@@ -38,7 +38,7 @@ use uuid::Uuid;
 use cursor::{Cursor, CursorError};
 pub use groups::GroupsReport;
 use search::{TranslateError, Translator};
-pub use semantic::{SemanticReport, SemanticSearch};
+pub use semantic::{ClumpCacheMetrics, SemanticReport, SemanticSearch};
 
 /// Limits one query runs under.
 #[derive(Debug, Clone)]

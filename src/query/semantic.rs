@@ -10,8 +10,12 @@
 //!    - at most `exact_max` → an exact cosine scan over their texts' vectors: no
 //!      candidate is ever lost to the approximate index;
 //!    - more → HNSW over every text with a raised `ef_search`, the nearest texts'
-//!      events (up to [`MAX_RECHECKED`]) re-checked against the filter; the
-//!      neighbourhood doubles until `k` survive or it reaches [`MAX_NEIGHBOURHOOD`].
+//!      newest events (each text an even share of [`MAX_RECHECKED`], at least `k`)
+//!      re-checked against the filter; the neighbourhood doubles until `k` survive
+//!      or it reaches `max_neighbourhood`. Fewer than `k` survived (the matches
+//!      lie far from the text): some matches are ranked exactly as well (a
+//!      full-text filter's newest up to the newest vector, or the rows a SQL filter
+//!      read), and the answer is the most similar of both.
 //! 3. Rows by `(ts, id)` from PostgreSQL, most similar first, with `similarity`.
 //!
 //! The answer's `semantic` part says which path ran and why.
@@ -25,15 +29,16 @@ use palisade_core::search::SearchIndex;
 use palisade_core::vectors::{self, CandidateEvents, Neighbour, TextKey};
 use palisade_embeddings::Embedder;
 use palisade_srql::{Candidates, Compiled, SimilarTo};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 use serde::Serialize;
 use serde_json::Value;
 use tantivy::query::Query;
 use uuid::Uuid;
 
 use super::{arguments, db_error, fetch_json, KeyArray, QueryEngine, QueryError};
-
-/// The most texts one HNSW search fetches for re-checking.
-pub const MAX_NEIGHBOURHOOD: u32 = 1000;
 
 /// The most events of those texts one re-check looks at (a text such as one alert
 /// fired on every host can have thousands).
@@ -46,6 +51,8 @@ pub struct SemanticSearch {
     pub embedder: Embedder,
     /// Candidates up to which the ranking is an exact scan.
     pub exact_max: u32,
+    /// The most texts one HNSW search with a filter fetches for re-checking.
+    pub max_neighbourhood: u32,
     /// `hnsw.ef_search` of an unfiltered search (at least `k`).
     pub ef_search: u32,
     /// Clumps' member vectors kept in memory between searches; `None`: PostgreSQL
@@ -70,6 +77,11 @@ pub struct SemanticReport {
     /// Events of those texts re-checked against the filter (HNSW with a filter
     /// only).
     pub rechecked: Option<u64>,
+    /// When fewer than k of those passed: how many embedded events among the
+    /// filter's matches were ranked exactly as well (of a full-text filter's newest
+    /// up to the newest vector's time, of the first a SQL filter read), the answer
+    /// being the most similar of both.
+    pub sampled: Option<u64>,
     /// The model the query text was embedded with.
     pub model: String,
 }
@@ -103,10 +115,17 @@ impl QueryEngine {
         let (neighbours, report) = match &similar.candidates {
             Candidates::All => {
                 let ef = semantic.ef_search.max(k);
-                let found =
-                    vectors::nearest(&mut tx, semantic.clumps.as_deref(), &query_vector, k, ef, k)
-                        .await
-                        .map_err(store_error)?;
+                let found = vectors::nearest(
+                    &mut tx,
+                    semantic.clumps.as_deref(),
+                    &query_vector,
+                    k,
+                    ef,
+                    k,
+                    k,
+                )
+                .await
+                .map_err(store_error)?;
                 let report = SemanticReport {
                     ranking: "hnsw",
                     reason: "no filter: HNSW over every embedded text, the nearest \
@@ -115,6 +134,7 @@ impl QueryEngine {
                     candidates: None,
                     neighbourhood: Some(ef),
                     rechecked: None,
+                    sampled: None,
                     model,
                 };
                 (found, report)
@@ -134,16 +154,16 @@ impl QueryEngine {
                                 .fetch_all(&mut *tx)
                                 .await
                                 .map_err(db_error)?;
-                        if rows.len() > exact_max as usize {
-                            Matches::Many
+                        let keyed: Vec<(DateTime<Utc>, Uuid, TextKey)> = rows
+                            .into_iter()
+                            .filter_map(|(ts, id, key)| {
+                                TextKey::from_stored(&key).map(|key| (ts, id, key))
+                            })
+                            .collect();
+                        if keyed.len() > exact_max as usize {
+                            Matches::Many(Some(keyed))
                         } else {
-                            Matches::FewWithTexts(
-                                rows.into_iter()
-                                    .filter_map(|(ts, id, key)| {
-                                        TextKey::from_stored(&key).map(|key| (ts, id, key))
-                                    })
-                                    .collect(),
-                            )
+                            Matches::FewWithTexts(keyed)
                         }
                     }
                     Candidates::All => unreachable!("handled above"),
@@ -151,7 +171,7 @@ impl QueryEngine {
                 let few = match &matches {
                     Matches::Few(ids) => Some(CandidateEvents::Ids(ids)),
                     Matches::FewWithTexts(events) => Some(CandidateEvents::Keyed(events)),
-                    Matches::Many => None,
+                    Matches::Many(_) => None,
                 };
                 if let Some(few) = few {
                     let count = few.len() as u64;
@@ -167,23 +187,62 @@ impl QueryEngine {
                         candidates: Some(count),
                         neighbourhood: None,
                         rechecked: None,
+                        sampled: None,
                         model,
                     };
                     (found, report)
                 } else {
-                    let (found, neighbourhood, rechecked) = self
+                    let Rechecked {
+                        kept: mut found,
+                        neighbourhood,
+                        rechecked,
+                        exhaustive,
+                    } = self
                         .hnsw_rechecked(&mut tx, compiled, similar, &query_vector, semantic)
                         .await?;
+                    let mut reason = format!(
+                        "more than {exact_max} candidates: the {neighbourhood} nearest texts \
+                         by HNSW, their {rechecked} events re-checked against the filter"
+                    );
+                    let mut sampled = None;
+                    if found.len() < k as usize && !exhaustive {
+                        // The filter's matches lie far from the text: rank some of them
+                        // exactly, so that the answer is the nearest known, not short.
+                        let passed = found.len();
+                        let sample = match matches {
+                            Matches::Many(Some(read)) => read,
+                            _ => {
+                                self.newest_search_candidates(&mut tx, compiled, exact_max.max(k))
+                                    .await?
+                            }
+                        };
+                        let ranked = vectors::nearest_among(
+                            &mut tx,
+                            &query_vector,
+                            CandidateEvents::Keyed(&sample),
+                            k,
+                        )
+                        .await
+                        .map_err(store_error)?;
+                        found = most_similar(found, ranked, k);
+                        let which = match similar.candidates {
+                            Candidates::Search => "of the newest matches up to the newest vector",
+                            _ => "of a sample of the matches",
+                        };
+                        reason.push_str(&format!(
+                            "; {passed} passed, fewer than {k}, so the {} embedded events \
+                             {which} were ranked exactly too",
+                            sample.len()
+                        ));
+                        sampled = Some(sample.len() as u64);
+                    }
                     let report = SemanticReport {
                         ranking: "hnsw",
-                        reason: format!(
-                            "more than {exact_max} candidates: the {neighbourhood} nearest \
-                             texts by HNSW, their {rechecked} events re-checked against the \
-                             filter"
-                        ),
+                        reason,
                         candidates: Some(u64::from(exact_max) + 1),
                         neighbourhood: Some(neighbourhood),
                         rechecked: Some(rechecked),
+                        sampled,
                         model,
                     };
                     (found, report)
@@ -219,6 +278,41 @@ impl QueryEngine {
             }
         }
         Ok((rows, report))
+    }
+
+    /// Starts filling the clump cache in the background, the largest clumps
+    /// first ([`vectors::warm_clump_cache`]), so that the first searches after a
+    /// start score their members in memory too; searches meanwhile are answered
+    /// as before. Nothing without a cache.
+    pub fn warm_clump_cache(&self) {
+        let Some(cache) = self.semantic.as_ref().and_then(|s| s.clumps.clone()) else {
+            return;
+        };
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match vectors::warm_clump_cache(&pool, &cache).await {
+                Ok(read) => {
+                    let held = cache.stats();
+                    tracing::info!(
+                        read,
+                        members = held.members,
+                        bytes = held.bytes,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "clump cache warmed"
+                    );
+                }
+                Err(error) => tracing::warn!(%error, "warming the clump cache"),
+            }
+        });
+    }
+
+    /// The clump cache's figures for `/metrics`, when there is a cache.
+    pub fn clump_cache_metrics(&self) -> Option<ClumpCacheMetrics> {
+        self.semantic
+            .as_ref()
+            .and_then(|s| s.clumps.clone())
+            .map(ClumpCacheMetrics)
     }
 
     /// Reads the clumps this search scored in PostgreSQL into `cache`, off the
@@ -264,7 +358,7 @@ impl QueryEngine {
         tokio::task::spawn_blocking(move || {
             let (_, few) = index.count_up_to(query.as_ref(), cap)?;
             if !few {
-                return Ok(Matches::Many);
+                return Ok(Matches::Many(None));
             }
             let page = index.collect_keys(query.as_ref(), cap)?;
             Ok(Matches::Few(page.hits.into_iter().map(|h| h.id).collect()))
@@ -276,10 +370,52 @@ impl QueryEngine {
         })
     }
 
-    /// HNSW over every text, the nearest texts' events (newest first, at most
-    /// [`MAX_RECHECKED`]) re-checked against the filter; the neighbourhood doubles until
-    /// `k` pass or it reaches [`MAX_NEIGHBOURHOOD`]. Returns the kept events, the
-    /// last neighbourhood and how many events it re-checked.
+    /// Of the newest `cap` events a full-text filter matches up to the newest
+    /// vector's time, those that have a vector, with their text keys.
+    async fn newest_search_candidates(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        compiled: &Compiled,
+        cap: u32,
+    ) -> Result<Vec<(DateTime<Utc>, Uuid, TextKey)>, QueryError> {
+        let newest_vector: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT max(ts) FROM event_vectors")
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        let Some(until) = newest_vector else {
+            return Ok(Vec::new());
+        };
+        let query = self.search_query(compiled)?;
+        let index = Arc::clone(&self.index);
+        let hits =
+            tokio::task::spawn_blocking(move || index.newest_until(query, until, cap as usize))
+                .await
+                .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
+                .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+        let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
+        let rows: Vec<(DateTime<Utc>, Uuid, Vec<u8>)> = sqlx::query_as(
+            "SELECT v.ts, v.event_id, v.text_key FROM unnest($1::uuid[]) AS k(id) \
+             JOIN event_vectors v ON v.event_id = k.id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(ts, id, key)| TextKey::from_stored(&key).map(|key| (ts, id, key)))
+            .collect())
+    }
+
+    /// HNSW over every text, the nearest texts' newest events re-checked against
+    /// the filter; the neighbourhood doubles until `k` pass or it reaches
+    /// `max_neighbourhood`.
+    ///
+    /// Each text gives at most its fair share of [`MAX_RECHECKED`] (never fewer
+    /// than `k`, which alone can fill the answer), so that one alert fired on every
+    /// host cannot spend the budget before the next texts are looked at; an event
+    /// re-checked in one round is not re-checked in the next.
     async fn hnsw_rechecked(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
@@ -287,22 +423,30 @@ impl QueryEngine {
         similar: &SimilarTo,
         query_vector: &[f32],
         semantic: &SemanticSearch,
-    ) -> Result<(Vec<Neighbour>, u32, u64), QueryError> {
+    ) -> Result<Rechecked, QueryError> {
         let k = similar.k;
-        let mut neighbourhood = (k * 4).max(semantic.ef_search).min(MAX_NEIGHBOURHOOD);
+        let most = semantic.max_neighbourhood;
+        let mut neighbourhood = (k * 4).max(semantic.ef_search).min(most);
+        let mut checked: HashSet<Uuid> = HashSet::new();
+        let mut passing: HashSet<Uuid> = HashSet::new();
         loop {
+            let per_text = events_per_text(k, neighbourhood);
             let found = vectors::nearest(
                 tx,
                 semantic.clumps.as_deref(),
                 query_vector,
                 neighbourhood,
                 neighbourhood,
+                per_text,
                 MAX_RECHECKED,
             )
             .await
             .map_err(store_error)?;
+            let unchecked: Vec<&Neighbour> =
+                found.iter().filter(|n| !checked.contains(&n.id)).collect();
+            passing.extend(self.recheck(tx, compiled, similar, &unchecked).await?);
+            checked.extend(unchecked.iter().map(|n| n.id));
             let fetched = found.len() as u64;
-            let passing = self.recheck(tx, compiled, similar, &found).await?;
             let kept: Vec<Neighbour> = found
                 .into_iter()
                 .filter(|n| passing.contains(&n.id))
@@ -313,14 +457,16 @@ impl QueryEngine {
             // neighbourhood would re-check no more.
             let all_texts_seen = fetched < u64::from(neighbourhood);
             let budget_spent = fetched >= u64::from(MAX_RECHECKED);
-            if kept.len() >= k as usize
-                || budget_spent
-                || all_texts_seen
-                || neighbourhood >= MAX_NEIGHBOURHOOD
-            {
-                return Ok((kept, neighbourhood, fetched));
+            if kept.len() >= k as usize || budget_spent || all_texts_seen || neighbourhood >= most {
+                return Ok(Rechecked {
+                    kept,
+                    neighbourhood,
+                    rechecked: checked.len() as u64,
+                    // No text can have had more events than its share.
+                    exhaustive: all_texts_seen && fetched < u64::from(per_text),
+                });
             }
-            neighbourhood = (neighbourhood * 2).min(MAX_NEIGHBOURHOOD);
+            neighbourhood = (neighbourhood * 2).min(most);
         }
     }
 
@@ -330,8 +476,11 @@ impl QueryEngine {
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         compiled: &Compiled,
         similar: &SimilarTo,
-        found: &[Neighbour],
+        found: &[&Neighbour],
     ) -> Result<HashSet<Uuid>, QueryError> {
+        if found.is_empty() {
+            return Ok(HashSet::new());
+        }
         let ids: Vec<Uuid> = found.iter().map(|n| n.id).collect();
         match &similar.candidates {
             Candidates::Search => {
@@ -361,19 +510,148 @@ impl QueryEngine {
     }
 }
 
+/// The clump cache on `/metrics`, read at each scrape:
+/// `palisade_similar_clump_cache_{hits,misses}_total` (clumps a search found held
+/// at the revision it needed, or not) and `…_{clumps,members,bytes}` (held now).
+#[derive(Debug)]
+pub struct ClumpCacheMetrics(Arc<ClumpCache>);
+
+impl Collector for ClumpCacheMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.0.stats();
+        for (name, help, value) in [
+            (
+                "palisade_similar_clump_cache_hits",
+                "Clumps a SIMILAR_TO search scored from memory",
+                stats.hits,
+            ),
+            (
+                "palisade_similar_clump_cache_misses",
+                "Clumps a SIMILAR_TO search had PostgreSQL score (not held, or changed)",
+                stats.misses,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        for (name, help, value) in [
+            (
+                "palisade_similar_clump_cache_clumps",
+                "Clumps held in memory",
+                stats.clumps,
+            ),
+            (
+                "palisade_similar_clump_cache_members",
+                "Member vectors held in memory",
+                stats.members,
+            ),
+            (
+                "palisade_similar_clump_cache_bytes",
+                "Bytes the held clumps take",
+                stats.bytes,
+            ),
+        ] {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// How many of each text's newest events a re-check round looks at: an even share
+/// of [`MAX_RECHECKED`] over the `neighbourhood`, at least `k`.
+fn events_per_text(k: u32, neighbourhood: u32) -> u32 {
+    (MAX_RECHECKED / neighbourhood.max(1)).max(k)
+}
+
+/// What [`QueryEngine::hnsw_rechecked`] found.
+struct Rechecked {
+    /// The events that passed, most similar first, at most k.
+    kept: Vec<Neighbour>,
+    /// The last neighbourhood, in texts.
+    neighbourhood: u32,
+    /// Events re-checked in all.
+    rechecked: u64,
+    /// Whether every embedded event was looked at (few texts): nothing passed
+    /// that was not kept.
+    exhaustive: bool,
+}
+
 /// The candidates a filter matched: few enough to scan exactly, or more.
 enum Matches {
     /// At most the exact-scan threshold: their ids.
     Few(Vec<Uuid>),
     /// At most the threshold, with the keys of the texts they were embedded by.
     FewWithTexts(Vec<(DateTime<Utc>, Uuid, TextKey)>),
-    /// More than the threshold.
-    Many,
+    /// More than the threshold; a SQL filter's first threshold + 1, as read.
+    Many(Option<Vec<(DateTime<Utc>, Uuid, TextKey)>>),
+}
+
+/// The `k` most similar of `a` and `b` (events ranked by two routes), each event
+/// once, most similar first, then newest.
+fn most_similar(a: Vec<Neighbour>, b: Vec<Neighbour>, k: u32) -> Vec<Neighbour> {
+    let mut seen = HashSet::new();
+    let mut all: Vec<Neighbour> = a
+        .into_iter()
+        .chain(b)
+        .filter(|n| seen.insert(n.id))
+        .collect();
+    all.sort_by(|x, y| {
+        y.similarity
+            .total_cmp(&x.similarity)
+            .then(y.ts.cmp(&x.ts))
+            .then(x.id.cmp(&y.id))
+    });
+    all.truncate(k as usize);
+    all
 }
 
 pub(super) fn store_error(e: palisade_core::store::StoreError) -> QueryError {
     match e {
         palisade_core::store::StoreError::Database(e) => db_error(e),
         other => QueryError::Internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn neighbour(id: u128, minute: u32, similarity: f64) -> Neighbour {
+        Neighbour {
+            id: Uuid::from_u128(id),
+            ts: Utc.with_ymd_and_hms(2026, 11, 20, 10, minute, 0).unwrap(),
+            similarity,
+        }
+    }
+
+    #[test]
+    fn two_routes_merge_into_the_k_most_similar_each_once() {
+        let hnsw = vec![neighbour(1, 0, 0.9), neighbour(2, 0, 0.5)];
+        let exact = vec![
+            neighbour(3, 0, 0.7),
+            neighbour(2, 0, 0.5),
+            neighbour(4, 5, 0.5),
+            neighbour(5, 0, 0.1),
+        ];
+        let merged: Vec<u128> = most_similar(hnsw, exact, 4)
+            .iter()
+            .map(|n| n.id.as_u128())
+            .collect();
+        // Equal similarity: the newer first.
+        assert_eq!(merged, vec![1, 3, 4, 2]);
+    }
+
+    #[test]
+    fn each_text_gets_an_even_share_of_the_recheck_but_never_less_than_k() {
+        assert_eq!(events_per_text(50, 200), MAX_RECHECKED / 200);
+        assert_eq!(events_per_text(50, 1000), 50);
+        assert_eq!(events_per_text(3, 0), MAX_RECHECKED);
     }
 }

@@ -720,6 +720,26 @@ impl SearchIndex {
         Ok(page.hits.into_iter().map(|h| h.id).collect())
     }
 
+    /// The newest `limit` documents matching `query` at or before `until`, newest
+    /// first.
+    pub fn newest_until(
+        &self,
+        query: Box<dyn Query>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>, SearchError> {
+        let until = RangeQuery::new(
+            Bound::Unbounded,
+            Bound::Included(Term::from_field_date(
+                self.fields.ts,
+                document::index_time(until),
+            )),
+        );
+        let both = BooleanQuery::new(vec![(Occur::Must, query), (Occur::Must, Box::new(until))]);
+        let searcher = self.searcher();
+        self.top_sorted_in(&searcher, &both, (names::TS, Order::Desc), limit, 0)
+    }
+
     /// The time of event `id`, if the index holds it (the partition key of its row).
     pub fn lookup_ts(&self, id: Uuid) -> Result<Option<DateTime<Utc>>, SearchError> {
         let term = Term::from_field_text(self.fields.id, &id.hyphenated().to_string());
