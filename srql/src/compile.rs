@@ -736,45 +736,45 @@ impl<'o> Compiler<'o> {
             if conditions.is_empty() {
                 steps.push("candidates: every embedded event (no filter)".into());
                 Candidates::All
-            } else if only_time {
-                let mut select = Sql::new(0);
-                let bounds = time_bounds("v.ts", time_conditions, &mut select);
-                let cap = format!("${}", select.params.len() + 1);
-                let (recheck_sql, recheck_params) =
-                    self.recheck_sql(entity, filter, time_conditions)?;
-                steps.push(
-                    "candidates: the embedded events in the time range (event_vectors alone)"
-                        .into(),
-                );
-                Candidates::Sql {
-                    sql: format!(
-                        "SELECT v.ts, v.event_id, v.text_key FROM event_vectors v WHERE {} \
-                         LIMIT {cap}",
-                        bounds.join(" AND ")
-                    ),
-                    params: select.params,
-                    recheck_sql,
-                    recheck_params,
-                }
             } else {
-                // The time range again on the vectors' own copy of the time, so the
-                // planner can start from the range of `event_vectors` (PostgreSQL
-                // does not carry a range across the join's `v.ts = e.ts`).
-                conditions.extend(time_bounds("v.ts", time_conditions, &mut select));
-                let cap = format!("${}", select.params.len() + 1);
-                let (recheck_sql, recheck_params) =
-                    self.recheck_sql(entity, filter, time_conditions)?;
-                steps.push("candidates: the embedded events the SQL filter selects".into());
-                Candidates::Sql {
+                let (sql, params, step) = if only_time {
+                    let mut select = Sql::new(0);
+                    let bounds = time_bounds("v.ts", time_conditions, &mut select);
+                    let cap = format!("${}", select.params.len() + 1);
+                    (
+                        format!(
+                            "SELECT v.ts, v.event_id, v.text_key FROM event_vectors v WHERE {} \
+                             LIMIT {cap}",
+                            bounds.join(" AND ")
+                        ),
+                        select.params,
+                        "candidates: the embedded events in the time range (event_vectors alone)",
+                    )
+                } else {
+                    // The time range again on the vectors' own copy of the time, so the
+                    // planner can start from the range of `event_vectors` (PostgreSQL
+                    // does not carry a range across the join's `v.ts = e.ts`).
+                    conditions.extend(time_bounds("v.ts", time_conditions, &mut select));
+                    let cap = format!("${}", select.params.len() + 1);
                     // Only embedded events can be ranked, so the threshold counts
                     // those; the join lets the planner start from the smaller side.
-                    sql: format!(
-                        "SELECT e.ts, e.id, v.text_key FROM {} JOIN event_vectors v \
-                         ON v.event_id = e.id AND v.ts = e.ts WHERE {} LIMIT {cap}",
-                        entity.from_sql(),
-                        conditions.join(" AND ")
-                    ),
-                    params: select.params,
+                    (
+                        format!(
+                            "SELECT e.ts, e.id, v.text_key FROM {} JOIN event_vectors v \
+                             ON v.event_id = e.id AND v.ts = e.ts WHERE {} LIMIT {cap}",
+                            entity.from_sql(),
+                            conditions.join(" AND ")
+                        ),
+                        select.params,
+                        "candidates: the embedded events the SQL filter selects",
+                    )
+                };
+                let (recheck_sql, recheck_params) =
+                    self.recheck_sql(entity, filter, time_conditions)?;
+                steps.push(step.into());
+                Candidates::Sql {
+                    sql,
+                    params,
                     recheck_sql,
                     recheck_params,
                 }
