@@ -636,13 +636,14 @@ async fn main() {
     );
     println!("| baseline: exact scan | {e50:.2} ms | {e99:.2} ms | 1 | 1 | 0 |");
     println!(
-        "\n- clump cache after the runs: {} clumps, {} members, {:.0} MiB ({} MiB capacity); {} hits, {} misses",
+        "\n- clump cache after the runs: {} clumps, {} members, {:.0} MiB ({} MiB capacity); {} hits, {} misses; member scan at level {}",
         held.clumps,
         held.members,
         held.bytes as f64 / 1048576.0,
         cache_mb,
         held.hits,
-        held.misses
+        held.misses,
+        palisade_core::clumps::scan_level()
     );
     println!(
         "- filling it after the first round's searches read {filled} clumps in {:.0} ms ({} fills)",

@@ -299,6 +299,7 @@ impl QueryEngine {
                         members = held.members,
                         bytes = held.bytes,
                         took_ms = started.elapsed().as_millis() as u64,
+                        scan_level = palisade_core::clumps::scan_level(),
                         "clump cache warmed"
                     );
                 }
