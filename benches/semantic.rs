@@ -394,6 +394,13 @@ async fn recluster(pool: &sqlx::PgPool, store: &Store, distance: f32) {
 
 #[tokio::main]
 async fn main() {
+    // `RUST_LOG=palisade=debug` shows the engine's stage timings for each query.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let wanted = support::env_or::<usize>("BENCH_VECTORS", 100_000);
     let sample_percent = support::env_or::<usize>("BENCH_SAMPLE_PERCENT", 3) as f64;
     let repeat = support::env_or::<usize>("BENCH_REPEAT", 3);
@@ -752,7 +759,17 @@ async fn main() {
     println!("|---|---|---|---|---|---|");
     let mut all = Vec::new();
     let mut rechecked = Vec::new();
+    // `BENCH_CLASSES=full-text,host` runs only the classes whose names contain one of those.
+    let only: Option<Vec<String>> = std::env::var("BENCH_CLASSES")
+        .ok()
+        .map(|v| v.split(',').map(str::to_owned).collect());
     for (class, srqls) in &classes {
+        if only
+            .as_ref()
+            .is_some_and(|only| !only.iter().any(|o| class.contains(o.as_str())))
+        {
+            continue;
+        }
         let mut took = Vec::new();
         let (mut exact, mut hnsw, mut rows) = (0, 0, 0);
         for round in 0..=repeat {

@@ -103,10 +103,12 @@ impl QueryEngine {
         })?;
         let embedder = semantic.embedder.clone();
         let text = similar.text.clone();
+        let started = std::time::Instant::now();
         let query_vector = tokio::task::spawn_blocking(move || embedder.embed(&text))
             .await
             .map_err(|e| QueryError::Internal(format!("embedding task: {e}")))?
             .map_err(|e| QueryError::Internal(format!("embedding the query text: {e}")))?;
+        tracing::debug!(took_ms = ms_since(started), "similar_to: text embedded");
         let model = semantic.embedder.model_id();
         let k = similar.k;
         let exact_max = semantic.exact_max;
@@ -140,6 +142,7 @@ impl QueryEngine {
                 (found, report)
             }
             candidates => {
+                let started = std::time::Instant::now();
                 let matches = match candidates {
                     Candidates::Search => {
                         let query = self.search_query(compiled)?;
@@ -168,6 +171,11 @@ impl QueryEngine {
                     }
                     Candidates::All => unreachable!("handled above"),
                 };
+                tracing::debug!(
+                    took_ms = ms_since(started),
+                    few = !matches!(matches, Matches::Many(_)),
+                    "similar_to: filter's candidates counted"
+                );
                 let few = match &matches {
                     Matches::Few(ids) => Some(CandidateEvents::Ids(ids)),
                     Matches::FewWithTexts(events) => Some(CandidateEvents::Keyed(events)),
@@ -209,6 +217,7 @@ impl QueryEngine {
                         // The filter's matches lie far from the text: rank some of them
                         // exactly, so that the answer is the nearest known, not short.
                         let passed = found.len();
+                        let started = std::time::Instant::now();
                         let sample = match matches {
                             Matches::Many(Some(read)) => read,
                             _ => {
@@ -224,6 +233,11 @@ impl QueryEngine {
                         )
                         .await
                         .map_err(store_error)?;
+                        tracing::debug!(
+                            sampled = sample.len(),
+                            took_ms = ms_since(started),
+                            "similar_to: matches ranked exactly"
+                        );
                         found = most_similar(found, ranked, k);
                         let which = match similar.candidates {
                             Candidates::Search => "of the newest matches up to the newest vector",
@@ -431,6 +445,7 @@ impl QueryEngine {
         let mut checked: HashSet<Uuid> = HashSet::new();
         let mut passing: HashSet<Uuid> = HashSet::new();
         loop {
+            let started = std::time::Instant::now();
             let per_text = events_per_text(k, neighbourhood);
             let found = vectors::nearest(
                 tx,
@@ -445,7 +460,16 @@ impl QueryEngine {
             .map_err(store_error)?;
             let unchecked: Vec<&Neighbour> =
                 found.iter().filter(|n| !checked.contains(&n.id)).collect();
+            let nearest_ms = ms_since(started);
             passing.extend(self.recheck(tx, compiled, similar, &unchecked).await?);
+            tracing::debug!(
+                neighbourhood,
+                events = found.len(),
+                unchecked = unchecked.len(),
+                nearest_ms,
+                recheck_ms = ms_since(started) - nearest_ms,
+                "similar_to: HNSW round re-checked"
+            );
             checked.extend(unchecked.iter().map(|n| n.id));
             let fetched = found.len() as u64;
             let kept: Vec<Neighbour> = found
@@ -509,6 +533,11 @@ impl QueryEngine {
             Candidates::All => Ok(ids.into_iter().collect()),
         }
     }
+}
+
+/// Milliseconds since `started`, for the stage timings logged at debug level.
+fn ms_since(started: std::time::Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1e3
 }
 
 /// The clump cache on `/metrics`, read at each scrape:
