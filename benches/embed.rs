@@ -27,7 +27,7 @@
 //! BENCH_MIN_PASSES (3), BENCH_THREADS (2), PALISADE_EMBED_SUB_BATCH (16), PALISADE_EMBED_SPIN,
 //! PALISADE_PYTHON (default /var/lib/palisade/opt/model-venv/bin/python),
 //! BENCH_PYTHON_ARGS (extra arguments for the Python script, e.g. `--no-spin` to turn
-//! its intra-op spinning off as the Rust embedder does), BENCH_EXTRA=1 (also Rust batch
+//! its intra-op spinning off, for comparing with `PALISADE_EMBED_SPIN=0`), BENCH_EXTRA=1 (also Rust batch
 //! 256 in one run of 256, the sub-batching off), BENCH_TEXTS_OUT=FILE (keep a copy of
 //! the texts; with BENCH_TEXTS_ONLY=1 only write them, for running the Python script
 //! alone).
@@ -944,7 +944,11 @@ fn main() {
         "- Rust: palisade-embeddings, onnxruntime {} (the venv's libonnxruntime), {} intra-op threads, spinning {} (PALISADE_EMBED_SPIN), length-sorted runs of {sub_batch}",
         py0["onnxruntime"].as_str().unwrap_or("?"),
         base.threads,
-        if base.spin { "on" } else { "off" }
+        if base.spin {
+            "on while a run goes on"
+        } else {
+            "off"
+        }
     );
     println!(
         "- execution providers: Rust {}; Python {}",

@@ -253,7 +253,7 @@ pub struct SemanticSettings {
     pub similar_exact_max: u32,
 
     /// The most texts the HNSW path of `filter | SIMILAR_TO(…)` re-checks (the
-    /// neighbourhood doubles up to it); short of k after it, some of the filter's
+    /// neighbourhood grows up to it); short of k after it, some of the filter's
     /// matches are ranked exactly too.
     #[arg(
         long,

@@ -322,16 +322,19 @@ fn environment(dylib: Option<&Path>) -> Result<Environment, EmbedError> {
     Ok(env)
 }
 
-/// Session options: full graph optimisation, `threads` intra-op threads that sleep
-/// when idle unless `spin` (spinning steals the CPU from everything else on a small
-/// shared box), one inter-op thread.
+/// Session options: full graph optimisation, `threads` intra-op threads, one
+/// inter-op thread. With `spin` the intra-op threads spin between a run's steps
+/// and stop when it returns (an idle spinning thread would take a core from
+/// PostgreSQL and the projections on a small box); without, they sleep between
+/// steps too.
 fn session_builder(env: &Environment, threads: usize, spin: bool) -> ort::Result<SessionBuilder> {
     Ok(Session::builder(env)?
         .with_optimization_level(GraphOptimizationLevel::All)?
         .with_intra_threads(threads)?
         .with_inter_threads(1)?
         .with_intra_op_spinning(spin)?
-        .with_inter_op_spinning(false)?)
+        .with_inter_op_spinning(false)?
+        .with_config_entry("session.force_spinning_stop", "1")?)
 }
 
 fn commit(mut builder: SessionBuilder, model: &Path) -> ort::Result<Session> {

@@ -11,8 +11,8 @@
 //!      candidate is ever lost to the approximate index;
 //!    - more → HNSW over every text with a raised `ef_search`, the nearest texts'
 //!      newest events (each text an even share of [`MAX_RECHECKED`], at least `k`)
-//!      re-checked against the filter; the neighbourhood doubles until `k` survive
-//!      or it reaches `max_neighbourhood`. Fewer than `k` survived (the matches
+//!      re-checked against the filter; the neighbourhood grows by the pass rate
+//!      (at least doubling) until `k` survive or it reaches `max_neighbourhood`. Fewer than `k` survived (the matches
 //!      lie far from the text): some matches are ranked exactly as well (a
 //!      full-text filter's newest up to the newest vector, or the rows a SQL filter
 //!      read), and the answer is the most similar of both.
@@ -424,8 +424,8 @@ impl QueryEngine {
     }
 
     /// HNSW over every text, the nearest texts' newest events re-checked against
-    /// the filter; the neighbourhood doubles until `k` pass or it reaches
-    /// `max_neighbourhood`.
+    /// the filter; the neighbourhood grows ([`next_neighbourhood`]) until `k` pass
+    /// or it reaches `max_neighbourhood`.
     ///
     /// Each text gives at most its fair share of [`MAX_RECHECKED`] (never fewer
     /// than `k`, which alone can fill the answer), so that one alert fired on every
@@ -491,7 +491,7 @@ impl QueryEngine {
                     exhaustive: all_texts_seen && fetched < u64::from(per_text),
                 });
             }
-            neighbourhood = (neighbourhood * 2).min(most);
+            neighbourhood = next_neighbourhood(neighbourhood, k, passing.len()).min(most);
         }
     }
 
@@ -599,6 +599,19 @@ fn events_per_text(k: u32, neighbourhood: u32) -> u32 {
     (MAX_RECHECKED / neighbourhood.max(1)).max(k)
 }
 
+/// The neighbourhood of the next re-check round, after `passed` of the events of
+/// `neighbourhood` texts matched the filter: as many texts as that pass rate says
+/// `k` need, with half again for luck, and at least twice as many. A filter
+/// that none of the nearest texts' events match goes straight to the largest
+/// neighbourhood, instead of paying for each doubling on the way.
+fn next_neighbourhood(neighbourhood: u32, k: u32, passed: usize) -> u32 {
+    let passed = u64::try_from(passed).unwrap_or(u64::MAX).max(1);
+    let wanted = u64::from(neighbourhood) * u64::from(k) * 3 / (2 * passed);
+    u32::try_from(wanted)
+        .unwrap_or(u32::MAX)
+        .max(neighbourhood.saturating_mul(2))
+}
+
 /// What [`QueryEngine::hnsw_rechecked`] found.
 struct Rechecked {
     /// The events that passed, most similar first, at most k.
@@ -676,6 +689,17 @@ mod tests {
             .collect();
         // Equal similarity: the newer first.
         assert_eq!(merged, vec![1, 3, 4, 2]);
+    }
+
+    #[test]
+    fn the_neighbourhood_grows_by_the_pass_rate_and_at_least_doubles() {
+        // None passed: as far as k times (the caller caps it at the largest).
+        assert_eq!(next_neighbourhood(200, 50, 0), 15_000);
+        // 10 of 50 passed in 200 texts: 1,000 texts for 50, and half again.
+        assert_eq!(next_neighbourhood(200, 50, 10), 1_500);
+        // Nearly there: doubling is the least step.
+        assert_eq!(next_neighbourhood(200, 50, 45), 400);
+        assert_eq!(next_neighbourhood(u32::MAX / 2 + 1, 50, 0), u32::MAX);
     }
 
     #[test]
