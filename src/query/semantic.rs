@@ -524,10 +524,14 @@ impl QueryEngine {
             Candidates::Search => {
                 let query = self.search_query(compiled)?;
                 let index = Arc::clone(&self.index);
-                let matched = tokio::task::spawn_blocking(move || index.filter_ids(query, &ids))
-                    .await
-                    .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
-                    .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+                let events: Vec<(DateTime<Utc>, Uuid)> =
+                    found.iter().map(|n| (n.ts, n.id)).collect();
+                let matched = tokio::task::spawn_blocking(move || {
+                    index.filter_events(query.as_ref(), &events)
+                })
+                .await
+                .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
+                .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
                 Ok(matched)
             }
             Candidates::Sql {

@@ -42,9 +42,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::collector::{Collector, Count, SegmentCollector, TopDocs};
 use tantivy::directory::error::LockError;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{
-    BooleanQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
-};
+use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{FieldType, IndexRecordOption, Schema};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{
@@ -702,22 +700,56 @@ impl SearchIndex {
         count_up_to(&self.searcher(), query, cap)
     }
 
-    /// Which of `ids` match `query`: the re-check of approximate neighbours
-    /// against a full-text filter.
-    pub fn filter_ids(
+    /// Which of `events` (time and id) match `query`: the re-check of approximate
+    /// neighbours against a full-text filter.
+    ///
+    /// Each segment looks up only the ids whose time lies within its own (the
+    /// index grows in time order, so a few segments hold most times), and the
+    /// query's matches are walked once per segment, seeking the looked-up
+    /// documents in order. A `TermSetQuery` over all ids would look every id up
+    /// in every segment.
+    pub fn filter_events(
         &self,
-        query: Box<dyn Query>,
-        ids: &[Uuid],
+        query: &dyn Query,
+        events: &[(DateTime<Utc>, Uuid)],
     ) -> Result<std::collections::HashSet<Uuid>, SearchError> {
-        let terms = ids
-            .iter()
-            .map(|id| Term::from_field_text(self.fields.id, &id.hyphenated().to_string()));
-        let both = BooleanQuery::new(vec![
-            (Occur::Must, query),
-            (Occur::Must, Box::new(TermSetQuery::new(terms))),
-        ]);
-        let page = self.collect_keys(&both, ids.len())?;
-        Ok(page.hits.into_iter().map(|h| h.id).collect())
+        let searcher = self.searcher();
+        let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
+        let mut matched = std::collections::HashSet::new();
+        for reader in searcher.segment_readers() {
+            let ts = reader.fast_fields().date(names::TS)?;
+            let (first, last) = (ts.min_value(), ts.max_value());
+            let ids = reader.inverted_index(self.fields.id)?;
+            let mut docs: Vec<(DocId, Uuid)> = Vec::new();
+            for (at, id) in events {
+                let at = document::index_time(*at);
+                if at < first || at > last {
+                    continue;
+                }
+                let term = Term::from_field_text(self.fields.id, &id.hyphenated().to_string());
+                let postings = ids
+                    .read_postings(&term, IndexRecordOption::Basic)
+                    .map_err(TantivyError::from)?;
+                if let Some(postings) = postings {
+                    docs.push((postings.doc(), *id));
+                }
+            }
+            if docs.is_empty() {
+                continue;
+            }
+            docs.sort_unstable();
+            let alive = reader.alive_bitset();
+            let mut scorer = weight.scorer(reader, 1.0)?;
+            for (doc, id) in docs {
+                if scorer.doc() > doc || !alive.is_none_or(|a| a.is_alive(doc)) {
+                    continue;
+                }
+                if scorer.seek(doc) == doc {
+                    matched.insert(id);
+                }
+            }
+        }
+        Ok(matched)
     }
 
     /// The newest `limit` documents matching `query` at or before `until`, newest

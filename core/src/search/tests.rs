@@ -404,3 +404,50 @@ fn boolean_queries_combine_fields() {
     ]);
     assert_eq!(count(&index, &query), 1);
 }
+
+#[test]
+fn filtering_events_keeps_those_the_query_matches_in_any_segment() {
+    let index = indexed();
+    // A second segment, later in time.
+    index
+        .add_batch(&batch(vec![(
+            4,
+            vec![event(
+                9,
+                "Failed password for root from 10.0.0.9",
+                json!({}),
+            )],
+        )]))
+        .unwrap();
+    index.commit().unwrap();
+    assert!(index.searcher().segment_readers().len() >= 2);
+    let at = |day: u32| {
+        Utc.with_ymd_and_hms(2024, 5, day, 10, 0, 0).unwrap()
+            + chrono::Duration::microseconds(123_456)
+    };
+    let events = [
+        (at(1), row_id(STREAM, 1, 0)),
+        (at(2), row_id(STREAM, 2, 0)),
+        (at(3), row_id(STREAM, 2, 1)),
+        (at(9), row_id(STREAM, 4, 0)),
+        (at(9), Uuid::nil()),
+    ];
+    let password = text(&index, "password");
+    let matched = index.filter_events(&password, &events).unwrap();
+    assert_eq!(
+        matched,
+        [row_id(STREAM, 2, 1), row_id(STREAM, 4, 0)]
+            .into_iter()
+            .collect()
+    );
+    let all = index.filter_events(&AllQuery, &events).unwrap();
+    assert_eq!(all.len(), 4, "every indexed event, not the unknown id");
+    // The time narrows which segments are asked: an event given a time outside
+    // every segment's is not found.
+    let wrong_time = [(at(20), row_id(STREAM, 2, 1))];
+    assert!(index
+        .filter_events(&AllQuery, &wrong_time)
+        .unwrap()
+        .is_empty());
+    assert!(index.filter_events(&password, &[]).unwrap().is_empty());
+}
