@@ -32,7 +32,8 @@ pub mod document;
 pub mod schema;
 pub mod tokenizer;
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -754,22 +755,65 @@ impl SearchIndex {
 
     /// The newest `limit` documents matching `query` at or before `until`, newest
     /// first.
+    ///
+    /// Segments are read newest first (by their latest time), and reading stops
+    /// once `limit` are held that are all newer than the next segment's latest:
+    /// the index grows in time order, so the older segments' matches are never
+    /// looked at.
     pub fn newest_until(
         &self,
         query: Box<dyn Query>,
         until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<SearchHit>, SearchError> {
+        let until_time = document::index_time(until);
         let until = RangeQuery::new(
             Bound::Unbounded,
-            Bound::Included(Term::from_field_date(
-                self.fields.ts,
-                document::index_time(until),
-            )),
+            Bound::Included(Term::from_field_date(self.fields.ts, until_time)),
         );
         let both = BooleanQuery::new(vec![(Occur::Must, query), (Occur::Must, Box::new(until))]);
         let searcher = self.searcher();
-        self.top_sorted_in(&searcher, &both, (names::TS, Order::Desc), limit, 0)
+        let weight = both.weight(EnableScoring::disabled_from_searcher(&searcher))?;
+        let mut segments = Vec::new();
+        for (ord, reader) in searcher.segment_readers().iter().enumerate() {
+            let ts = reader.fast_fields().date(names::TS)?;
+            segments.push((ts.max_value().min(until_time), ord as SegmentOrdinal, ts));
+        }
+        segments.sort_by(|a, b| b.0.cmp(&a.0));
+        // The newest `limit` held, the oldest of them on top.
+        let mut newest: BinaryHeap<Reverse<(tantivy::DateTime, DocAddress)>> = BinaryHeap::new();
+        for (latest, ord, ts) in segments {
+            if limit == 0
+                || (newest.len() >= limit && newest.peek().is_some_and(|o| o.0 .0 > latest))
+            {
+                break;
+            }
+            let reader = searcher.segment_reader(ord);
+            let alive = reader.alive_bitset();
+            let mut scorer = weight.scorer(reader, 1.0)?;
+            let mut doc = scorer.doc();
+            while doc != TERMINATED {
+                if let Some(at) = ts
+                    .first(doc)
+                    .filter(|_| alive.is_none_or(|a| a.is_alive(doc)))
+                {
+                    let candidate = Reverse((at, DocAddress::new(ord, doc)));
+                    if newest.len() < limit {
+                        newest.push(candidate);
+                    } else if newest.peek().is_some_and(|oldest| candidate < *oldest) {
+                        newest.pop();
+                        newest.push(candidate);
+                    }
+                }
+                doc = scorer.advance();
+            }
+        }
+        // Ascending `Reverse` is newest first.
+        let addresses = newest
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse((_, a))| (a, None));
+        Ok(hits_at(&searcher, addresses)?)
     }
 
     /// The time of event `id`, if the index holds it (the partition key of its row).

@@ -451,3 +451,43 @@ fn filtering_events_keeps_those_the_query_matches_in_any_segment() {
         .is_empty());
     assert!(index.filter_events(&password, &[]).unwrap().is_empty());
 }
+
+#[test]
+fn the_newest_matches_up_to_a_time_come_newest_first_across_segments() {
+    let index = indexed();
+    // Two more segments, later in time; the last one past `until`.
+    for (seq, day) in [(4, 9), (5, 20)] {
+        index
+            .add_batch(&batch(vec![(
+                seq,
+                vec![event(day, "Failed password for root", json!({}))],
+            )]))
+            .unwrap();
+        index.commit().unwrap();
+    }
+    let until = Utc.with_ymd_and_hms(2024, 5, 15, 0, 0, 0).unwrap();
+    let days = |hits: Vec<SearchHit>| -> Vec<u32> {
+        hits.iter().map(|h| chrono::Datelike::day(&h.ts)).collect()
+    };
+    let all = Box::new(AllQuery);
+    assert_eq!(
+        days(index.newest_until(all.clone(), until, 10).unwrap()),
+        [9, 3, 2, 1]
+    );
+    // The limit keeps the newest, whichever segment they are in.
+    assert_eq!(
+        days(index.newest_until(all.clone(), until, 2).unwrap()),
+        [9, 3]
+    );
+    assert!(index.newest_until(all, until, 0).unwrap().is_empty());
+    let password = Box::new(text(&index, "password"));
+    assert_eq!(
+        days(index.newest_until(password, until, 10).unwrap()),
+        [9, 3]
+    );
+    let early = Utc.with_ymd_and_hms(2024, 5, 2, 12, 0, 0).unwrap();
+    assert_eq!(
+        days(index.newest_until(Box::new(AllQuery), early, 10).unwrap()),
+        [2, 1]
+    );
+}
