@@ -779,7 +779,7 @@ impl SearchIndex {
             let ts = reader.fast_fields().date(names::TS)?;
             segments.push((ts.max_value().min(until_time), ord as SegmentOrdinal, ts));
         }
-        segments.sort_by(|a, b| b.0.cmp(&a.0));
+        segments.sort_by_key(|s| Reverse(s.0));
         // The newest `limit` held, the oldest of them on top.
         let mut newest: BinaryHeap<Reverse<(tantivy::DateTime, DocAddress)>> = BinaryHeap::new();
         for (latest, ord, ts) in segments {
