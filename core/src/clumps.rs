@@ -797,19 +797,23 @@ mod tests {
         assert!((found[2].1 - 1.0).abs() < 1e-6);
     }
 
+    /// Deterministic noise in [-0.5, 0.5) (a linear congruential generator).
+    fn noise(mut seed: u64) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        }
+    }
+
     #[test]
     fn the_code_scan_loses_none_of_the_exact_nearest() {
         // A tight clump, as near copies are: one direction and small deviations,
         // so many members lie within the scan's error of each other; in two
         // clumps, with enough members for the scan to split over threads.
         let dimensions = 384;
-        let mut seed = 7u64;
-        let mut noise = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
+        let mut noise = noise(7);
         let centre: Vec<f32> = (0..dimensions).map(|_| noise()).collect();
         let members: Vec<(TextKey, Vec<f32>)> = (0..20_000u32)
             .map(|i| {
@@ -847,13 +851,7 @@ mod tests {
         // The dispatched scan is the same code compiled for wider registers: the
         // integer dot products are exact and the rest is the same f32 operations,
         // so each member's bounds must come out bit for bit the same.
-        let mut seed = 11u64;
-        let mut noise = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
+        let mut noise = noise(11);
         // 389 dimensions: the tail past the last 16 lanes is scanned too.
         let members: Vec<(TextKey, Vec<f32>)> = (0..500u32)
             .map(|i| {
