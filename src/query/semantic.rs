@@ -12,10 +12,11 @@
 //!    - more → HNSW over every text with a raised `ef_search`, the nearest texts'
 //!      newest events (each text an even share of [`MAX_RECHECKED`], at least `k`)
 //!      re-checked against the filter; the neighbourhood grows by the pass rate
-//!      (at least doubling) until `k` survive or it reaches `max_neighbourhood`. Fewer than `k` survived (the matches
-//!      lie far from the text): some matches are ranked exactly as well (a
-//!      full-text filter's newest up to the newest vector, or the rows a SQL filter
-//!      read), and the answer is the most similar of both.
+//!      (at least doubling) until `k` survive or it reaches `max_neighbourhood`.
+//!      Fewer than `k` survived (the matches lie far from the text): some
+//!      matches are ranked exactly as well (a full-text filter's newest up to the
+//!      newest vector, or the rows a SQL filter read), and the answer is the most
+//!      similar of both.
 //! 3. Rows by `(ts, id)` from PostgreSQL, most similar first, with `similarity`.
 //!
 //! The answer's `semantic` part says which path ran and why.
@@ -710,9 +711,11 @@ mod tests {
 
     #[test]
     fn the_neighbourhood_grows_by_the_pass_rate_and_at_least_doubles() {
-        // None passed: as far as k times (the caller caps it at the largest).
+        // None passed: k times as far, and half again (the caller caps it at
+        // the largest neighbourhood).
         assert_eq!(next_neighbourhood(200, 50, 0), 15_000);
-        // 10 of 50 passed in 200 texts: 1,000 texts for 50, and half again.
+        // 10 events of 200 texts passed: 1,000 texts for 50 at that rate, and
+        // half again.
         assert_eq!(next_neighbourhood(200, 50, 10), 1_500);
         // Nearly there: doubling is the least step.
         assert_eq!(next_neighbourhood(200, 50, 45), 400);

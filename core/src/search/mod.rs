@@ -731,8 +731,12 @@ impl SearchIndex {
                 let postings = ids
                     .read_postings(&term, IndexRecordOption::Basic)
                     .map_err(TantivyError::from)?;
-                if let Some(postings) = postings {
-                    docs.push((postings.doc(), *id));
+                // Every document of the id: a deleted copy may come first.
+                if let Some(mut postings) = postings {
+                    while postings.doc() != TERMINATED {
+                        docs.push((postings.doc(), *id));
+                        postings.advance();
+                    }
                 }
             }
             if docs.is_empty() {
