@@ -308,8 +308,8 @@ struct Scanned {
     bounded: Vec<(f32, u32, u32)>,
 }
 
-/// The x86-64 level the member scan runs at on this CPU, as `pulp` names it: `V4`
-/// (AVX-512), `V3` (AVX2 and FMA) or `Scalar` (the build's own baseline).
+/// The level the member scan runs at on this CPU, as `pulp` names it: on x86-64
+/// `V4` (AVX-512), `V3` (AVX2 and FMA) or `Scalar` (the build's own baseline).
 pub fn scan_level() -> String {
     let arch = format!("{:?}", pulp::Arch::new());
     arch.split('(').next().unwrap_or_default().to_owned()
@@ -317,7 +317,7 @@ pub fn scan_level() -> String {
 
 /// [`scan`], compiled (by `pulp`) for each x86-64 level, run at the widest the CPU
 /// has: AVX-512 or AVX2 where there, SSE2 otherwise. The build itself targets
-/// plain x86-64, where the scan takes about twice as long.
+/// plain x86-64; run there, top-50 took ~1.5 times as long (BENCHMARKS.md).
 fn scan_widest(
     clumps: &[Arc<Clump>],
     from: usize,
@@ -881,7 +881,12 @@ mod tests {
                 .collect()
         };
         assert_eq!(uppers(widest), uppers(plain));
-        assert!(["V4", "V3", "Scalar"].contains(&scan_level().as_str()));
+        let level = scan_level();
+        if cfg!(target_arch = "x86_64") {
+            assert!(["V4", "V3", "Scalar"].contains(&level.as_str()), "{level}");
+        } else {
+            assert!(!level.is_empty());
+        }
     }
 
     #[test]
