@@ -210,14 +210,7 @@ async fn srql_finds_ingested_events_through_the_api() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{second}");
-    let ids = |page: &Value| -> Vec<String> {
-        page["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let ids = common::row_ids;
     assert_eq!(ids(&second).len(), 4);
     assert!(ids(&first).iter().all(|id| !ids(&second).contains(id)));
     let (status, body) = call(

@@ -376,16 +376,12 @@ async fn similar_to_finds_what_keywords_miss() {
     // The same answer as the search that saw every text (these fixtures have few).
     let seen_all = query(&hnsw_app, far_query).await;
     assert_eq!(seen_all["semantic"]["sampled"], Value::Null, "{seen_all}");
-    let ids = |answer: &Value| -> Vec<String> {
-        answer["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert!(!ids(&far).is_empty(), "{far}");
-    assert_eq!(ids(&far), ids(&seen_all), "{far}\n{seen_all}");
+    assert!(!common::row_ids(&far).is_empty(), "{far}");
+    assert_eq!(
+        common::row_ids(&far),
+        common::row_ids(&seen_all),
+        "{far}\n{seen_all}"
+    );
     assert!(messages(&far)
         .iter()
         .all(|m| m.to_lowercase().contains("password")));

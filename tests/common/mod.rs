@@ -231,6 +231,16 @@ pub fn fixture(path: &str) -> String {
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("fixture {full}: {e}"))
 }
 
+/// The `id` of each row of a query answer, in order.
+pub fn row_ids(answer: &serde_json::Value) -> Vec<String> {
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// The real auth log of tests/fixtures/logs as one log envelope (10 lines, host
 /// bastion-01, agent edge-7).
 pub fn auth_log_envelope() -> serde_json::Value {
