@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 use std::ops::Bound;
 
-use palisade_core::search::{is_word, names, word_pair};
+use palisade_core::search::{document, is_word, names, word_pair};
 use palisade_srql::{SearchQuery, SearchValue};
 use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query, RangeQuery, RegexQuery,
@@ -216,10 +216,9 @@ impl<'a> Translator<'a> {
             }
             (FieldType::F64(_), SearchValue::F64(x)) => Term::from_field_f64(field, *x),
             (FieldType::F64(_), SearchValue::I64(n)) => Term::from_field_f64(field, *n as f64),
-            (FieldType::Date(_), SearchValue::Date(ts)) => Term::from_field_date_for_search(
-                field,
-                tantivy::DateTime::from_timestamp_micros(ts.timestamp_micros()),
-            ),
+            (FieldType::Date(_), SearchValue::Date(ts)) => {
+                Term::from_field_date_for_search(field, document::index_time(*ts))
+            }
             (FieldType::IpAddr(_), SearchValue::Str(s)) => {
                 let ip: IpAddr = s.parse().map_err(|_| bad())?;
                 Term::from_field_ip_addr(field, to_v6(ip))

@@ -19,6 +19,11 @@ pub fn index_time(ts: DateTime<Utc>) -> tantivy::DateTime {
     tantivy::DateTime::from_timestamp_micros(ts.timestamp_micros())
 }
 
+/// The event time of a stored `ts` ([`index_time`] back); `None` out of chrono's range.
+pub fn event_time(ts: tantivy::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_micros(ts.into_timestamp_micros())
+}
+
 /// The document of `event`, whose `events` row id is `id`
 /// ([`crate::store::row_id`] of its message's stream position and its index in the message).
 pub fn event_document(fields: &Fields, id: Uuid, event: &Event) -> TantivyDocument {

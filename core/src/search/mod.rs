@@ -879,10 +879,7 @@ impl KeyColumns {
         };
         self.buf.clear();
         ids.ord_to_str(ord, &mut self.buf)?;
-        let (Ok(id), Some(ts)) = (
-            self.buf.parse::<Uuid>(),
-            DateTime::<Utc>::from_timestamp_micros(ts.into_timestamp_micros()),
-        ) else {
+        let (Ok(id), Some(ts)) = (self.buf.parse::<Uuid>(), document::event_time(ts)) else {
             return Ok(None);
         };
         Ok(Some(SearchHit { id, ts, score }))
@@ -915,8 +912,7 @@ fn hits_at(
             .into_iter()
             .filter_map(|at| {
                 let doc = addresses[at].0.doc_id;
-                let ts = columns.ts.first(doc)?;
-                let ts = DateTime::<Utc>::from_timestamp_micros(ts.into_timestamp_micros())?;
+                let ts = document::event_time(columns.ts.first(doc)?)?;
                 Some((ids.term_ords(doc).next()?, at, ts))
             })
             .collect();
