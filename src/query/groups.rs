@@ -17,7 +17,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::semantic::store_error;
-use super::{arguments, db_error, QueryAnswer, QueryEngine, QueryError};
+use super::{arguments, db_error, read_index, QueryAnswer, QueryEngine, QueryError};
 
 /// Most events one `group_similar` answer aggregates.
 pub const MAX_GROUPED_EVENTS: u32 = 200_000;
@@ -94,14 +94,12 @@ impl QueryEngine {
                 })?;
                 let query = self.translate(tree)?;
                 let index: Arc<SearchIndex> = Arc::clone(&self.index);
-                let keys = tokio::task::spawn_blocking(move || {
+                let keys = read_index(move || {
                     index
                         .collect_keys(query.as_ref(), cap as usize + 1)
                         .map(|page| page.hits.into_iter().map(|h| (h.ts, h.id)).collect())
                 })
-                .await
-                .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
-                .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+                .await?;
                 cut(keys, cap)
             }
             Candidates::Sql { sql, params, .. } => {

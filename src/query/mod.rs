@@ -462,7 +462,7 @@ impl QueryEngine {
             tokio::task::spawn_blocking(move || index.count_up_to(query.as_ref(), count_cap))
         });
         let query_for_search = query.box_clone();
-        let page = tokio::task::spawn_blocking(move || {
+        let page = read_index(move || {
             let query = query_for_search.as_ref();
             match (stats, &sort) {
                 (true, _) => index.collect_keys(query, cap),
@@ -479,9 +479,7 @@ impl QueryEngine {
                 }
             }
         })
-        .await
-        .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
-        .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+        .await?;
         let hits: Vec<Hit> = page
             .hits
             .into_iter()
@@ -550,12 +548,8 @@ impl QueryEngine {
     ) -> Result<QueryAnswer, QueryError> {
         let index = Arc::clone(&self.index);
         let collector = group::GroupCount { fields };
-        let groups = tokio::task::spawn_blocking(move || {
-            index.searcher().search(query.as_ref(), &collector)
-        })
-        .await
-        .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
-        .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+        let groups =
+            read_index(move || index.searcher().search(query.as_ref(), &collector)).await?;
         let columns = &compiled.columns;
         let keys = match &compiled.output {
             Output::Stats { group_by, .. } => group_by.len(),
@@ -649,10 +643,7 @@ impl QueryEngine {
     /// One event by id, with every column; `None` when there is no such event.
     pub async fn event(&self, id: Uuid) -> Result<Option<Value>, QueryError> {
         let index = Arc::clone(&self.index);
-        let ts = tokio::task::spawn_blocking(move || index.lookup_ts(id))
-            .await
-            .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
-            .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+        let ts = read_index(move || index.lookup_ts(id)).await?;
         let mut tx = self.read_only().await?;
         // The index gives the partition key; without it (not indexed yet) scan by id.
         let row: Option<String> = match ts {
@@ -754,6 +745,21 @@ fn arguments(keys: &[KeyArray], params: &[Param]) -> Result<PgArguments, QueryEr
         });
     added.map_err(|e| QueryError::Internal(format!("binding a value: {e}")))?;
     Ok(args)
+}
+
+/// Runs `read` (of the search index) on a blocking thread; its failure, or the
+/// thread's, is an internal error.
+async fn read_index<T, E>(
+    read: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, QueryError>
+where
+    T: Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
+        .map_err(|e| QueryError::Internal(format!("search: {e}")))
 }
 
 /// Maps a PostgreSQL failure to what the caller should hear.

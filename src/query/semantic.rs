@@ -39,7 +39,7 @@ use serde_json::Value;
 use tantivy::query::Query;
 use uuid::Uuid;
 
-use super::{arguments, db_error, fetch_json, KeyArray, QueryEngine, QueryError};
+use super::{arguments, db_error, fetch_json, read_index, KeyArray, QueryEngine, QueryError};
 
 /// The most events of those texts one re-check looks at (a text such as one alert
 /// fired on every host can have thousands).
@@ -371,19 +371,15 @@ impl QueryEngine {
     ) -> Result<Matches, QueryError> {
         let index: Arc<SearchIndex> = Arc::clone(&self.index);
         let cap = cap as usize;
-        tokio::task::spawn_blocking(move || {
+        read_index(move || {
             let (_, few) = index.count_up_to(query.as_ref(), cap)?;
             if !few {
-                return Ok(Matches::Many(None));
+                return Ok::<_, palisade_core::search::SearchError>(Matches::Many(None));
             }
             let page = index.collect_keys(query.as_ref(), cap)?;
             Ok(Matches::Few(page.hits.into_iter().map(|h| h.id).collect()))
         })
         .await
-        .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
-        .map_err(|e: palisade_core::search::SearchError| {
-            QueryError::Internal(format!("search: {e}"))
-        })
     }
 
     /// Of the newest `cap` events a full-text filter matches up to the newest
@@ -405,11 +401,7 @@ impl QueryEngine {
         let query = self.search_query(compiled)?;
         let index = Arc::clone(&self.index);
         let started = std::time::Instant::now();
-        let hits =
-            tokio::task::spawn_blocking(move || index.newest_until(query, until, cap as usize))
-                .await
-                .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
-                .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
+        let hits = read_index(move || index.newest_until(query, until, cap as usize)).await?;
         let search_ms = ms_since(started);
         let times: Vec<DateTime<Utc>> = hits.iter().map(|h| h.ts).collect();
         let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
@@ -520,20 +512,13 @@ impl QueryEngine {
         if found.is_empty() {
             return Ok(HashSet::new());
         }
-        let ids: Vec<Uuid> = found.iter().map(|n| n.id).collect();
         match &similar.candidates {
             Candidates::Search => {
                 let query = self.search_query(compiled)?;
                 let index = Arc::clone(&self.index);
                 let events: Vec<(DateTime<Utc>, Uuid)> =
                     found.iter().map(|n| (n.ts, n.id)).collect();
-                let matched = tokio::task::spawn_blocking(move || {
-                    index.filter_events(query.as_ref(), &events)
-                })
-                .await
-                .map_err(|e| QueryError::Internal(format!("search task: {e}")))?
-                .map_err(|e| QueryError::Internal(format!("search: {e}")))?;
-                Ok(matched)
+                read_index(move || index.filter_events(query.as_ref(), &events)).await
             }
             Candidates::Sql {
                 recheck_sql,
@@ -541,6 +526,7 @@ impl QueryEngine {
                 ..
             } => {
                 let times: Vec<DateTime<Utc>> = found.iter().map(|n| n.ts).collect();
+                let ids: Vec<Uuid> = found.iter().map(|n| n.id).collect();
                 let args = arguments(&[KeyArray::Ts(times), KeyArray::Id(ids)], recheck_params)?;
                 let rows = sqlx::query_as_with::<_, (DateTime<Utc>, Uuid), _>(recheck_sql, args)
                     .fetch_all(&mut **tx)
@@ -548,7 +534,7 @@ impl QueryEngine {
                     .map_err(db_error)?;
                 Ok(rows.into_iter().map(|(_, id)| id).collect())
             }
-            Candidates::All => Ok(ids.into_iter().collect()),
+            Candidates::All => Ok(found.iter().map(|n| n.id).collect()),
         }
     }
 }
