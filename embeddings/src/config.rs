@@ -86,8 +86,8 @@ pub struct EmbedderConfig {
     /// sleeping between its parallel steps; they stop spinning when the run returns
     /// (`session.force_spinning_stop`), so an idle embedder takes no core from the
     /// rest of the box. Off: they sleep between steps too, each step waiting on a
-    /// wake-up. Default: on (int8, batches of 256 on 2 cores: ~660 texts/s on, ~555
-    /// off).
+    /// wake-up. Default: on (int8, batches of 256 on 2 cores: 636–658 texts/s on,
+    /// 548–555 off).
     pub spin: bool,
 }
 
