@@ -8,8 +8,9 @@
 //! 2. Share embedded: the default selective-vectorisation policy over a fixed random
 //!    sample of the corpus's events (`BENCH_SAMPLE_PERCENT` of its pages, default 3).
 //! 3. Takes `BENCH_VECTORS` (default 100,000) of the sampled events that the policy
-//!    selects, makes each one's embedding text with the projection's own function,
-//!    embeds each distinct text once with the int8 model, writes texts and events
+//!    selects (or fewer: as many as bring `BENCH_TEXTS` distinct texts, if set), makes
+//!    each one's embedding text with the projection's own function, embeds each
+//!    distinct text once with the int8 model, writes texts and events
 //!    through the vectors store, then builds the HNSW index (timed). A second run with
 //!    `BENCH_KEEP=1` reuses them when the count matches.
 //! 4. Top-50 texts for 50 hunting phrases: HNSW (`hnsw.ef_search` = `BENCH_EF`,
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use palisade::query::{QueryEngine, QueryLimits, SemanticSearch};
 use palisade_core::clumps::ClumpCache;
 use palisade_core::search::{IndexOptions, SearchIndex};
@@ -103,8 +105,6 @@ const PHRASES: [&str; 50] = [
 
 /// One row of the corpus, as the policy and the text function see it.
 struct Row {
-    id: Uuid,
-    ts: DateTime<Utc>,
     kind: String,
     source: String,
     severity_level: i16,
@@ -147,56 +147,83 @@ type SampleRow = (
     Value,
 );
 
-/// A fixed sample of the corpus (about `percent`% of its pages), policy applied.
-async fn sample(pool: &sqlx::PgPool, percent: f64) -> (usize, Vec<Row>) {
-    let rows: Vec<SampleRow> = sqlx::query_as(&format!(
-        "SELECT id, ts, type, source, severity_level, rule, message, attributes \
-             FROM events TABLESAMPLE SYSTEM ({percent}) REPEATABLE (42) ORDER BY ts, id"
-    ))
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let sampled = rows.len();
-    let policy = VectorPolicy::default();
-    let selected = rows
-        .into_iter()
-        .map(
-            |(id, ts, kind, source, severity_level, rule, message, attributes)| Row {
-                id,
-                ts,
-                kind,
-                source,
-                severity_level,
-                rule,
-                message,
-                attributes: match attributes {
-                    Value::Object(map) => map,
-                    _ => Map::new(),
-                },
-            },
-        )
-        .filter(|row| policy::decide(&policy, &row.view()).embed)
-        .collect();
-    (sampled, selected)
+/// What to take from the sample: events until one of these is reached.
+struct Wanted {
+    /// Events the policy selects (`BENCH_VECTORS`).
+    events: usize,
+    /// Distinct embedding texts among them (`BENCH_TEXTS`), if set.
+    texts: Option<usize>,
 }
 
-/// The events' text keys and each distinct text's vector, embedded once.
-async fn embed_all(embedder: &Embedder, provenance: &Provenance, rows: &[Row]) -> BatchVectors {
-    let mut events = Vec::with_capacity(rows.len());
-    let mut distinct: Vec<(TextKey, String)> = Vec::new();
+/// The events to embed: the policy over a fixed sample of the corpus, read in time
+/// order, and each selected event's embedding text, every distinct text once.
+struct Selection {
+    /// Sampled events read (the policy saw each of them).
+    read: usize,
+    /// The selected events with their text keys, in time order.
+    events: Vec<EventText>,
+    /// Each distinct text, in the order its first event came.
+    texts: Vec<(TextKey, String)>,
+}
+
+/// Reads a fixed sample of the corpus (about `percent`% of its pages) in time order,
+/// applies the policy, and stops once `wanted` is reached. Streams, so only the selected
+/// events' keys and the distinct texts are held, whatever the sample's size.
+async fn select(
+    pool: &sqlx::PgPool,
+    percent: f64,
+    provenance: &Provenance,
+    wanted: &Wanted,
+) -> Selection {
+    let sql = format!(
+        "SELECT id, ts, type, source, severity_level, rule, message, attributes \
+             FROM events TABLESAMPLE SYSTEM ({percent}) REPEATABLE (42) ORDER BY ts, id"
+    );
+    let mut stream = sqlx::query_as::<_, SampleRow>(&sql).fetch(pool);
+    let policy = VectorPolicy::default();
+    let mut selection = Selection {
+        read: 0,
+        events: Vec::new(),
+        texts: Vec::new(),
+    };
     let mut seen = std::collections::HashSet::new();
-    for row in rows {
+    while selection.events.len() < wanted.events
+        && wanted
+            .texts
+            .is_none_or(|texts| selection.texts.len() < texts)
+    {
+        let Some((id, ts, kind, source, severity_level, rule, message, attributes)) =
+            stream.try_next().await.unwrap()
+        else {
+            break;
+        };
+        selection.read += 1;
+        let row = Row {
+            kind,
+            source,
+            severity_level,
+            rule,
+            message,
+            attributes: match attributes {
+                Value::Object(map) => map,
+                _ => Map::new(),
+            },
+        };
+        if !policy::decide(&policy, &row.view()).embed {
+            continue;
+        }
         let text = text::embedding_text(&row.view());
         let key = TextKey::of(provenance, &text);
         if seen.insert(key) {
-            distinct.push((key, text));
+            selection.texts.push((key, text));
         }
-        events.push(EventText {
-            id: row.id,
-            ts: row.ts,
-            key,
-        });
+        selection.events.push(EventText { id, ts, key });
     }
+    selection
+}
+
+/// Each distinct text's vector, embedded once, in batches of 256.
+async fn embed_all(embedder: &Embedder, distinct: &[(TextKey, String)]) -> Vec<TextVector> {
     let started = Instant::now();
     let mut texts = Vec::with_capacity(distinct.len());
     for chunk in distinct.chunks(256) {
@@ -229,7 +256,7 @@ async fn embed_all(embedder: &Embedder, provenance: &Provenance, rows: &[Row]) -
             );
         }
     }
-    BatchVectors { events, texts }
+    texts
 }
 
 /// The baseline: the `n` nearest of every stored text, by a sequential scan.
@@ -433,30 +460,42 @@ async fn main() {
     );
 
     // Share embedded, and the events to embed.
+    let provenance = Provenance {
+        model: embedder.model_id(),
+        text_version: i16::try_from(text::TEXT_VERSION).unwrap_or(1),
+    };
+    let wanted = Wanted {
+        events: wanted,
+        texts: std::env::var("BENCH_TEXTS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok()),
+    };
     let started = Instant::now();
-    let (sampled, selected) = sample(&pool, sample_percent).await;
+    let selection = select(&pool, sample_percent, &provenance, &wanted).await;
     println!(
-        "- policy: {} of {sampled} sampled events embedded ({:.1}%), sampled in {:.1} s",
-        selected.len(),
-        100.0 * selected.len() as f64 / sampled.max(1) as f64,
+        "- policy: {} of the first {} sampled events embedded ({:.1}%), with {} distinct \
+         texts, read in {:.1} s",
+        selection.events.len(),
+        selection.read,
+        100.0 * selection.events.len() as f64 / selection.read.max(1) as f64,
+        selection.texts.len(),
         started.elapsed().as_secs_f64()
     );
     let have: i64 = sqlx::query_scalar("SELECT count(*) FROM event_vectors")
         .fetch_one(&pool)
         .await
         .unwrap();
-    let rows = &selected[..wanted.min(selected.len())];
-    let provenance = Provenance {
-        model: embedder.model_id(),
-        text_version: i16::try_from(text::TEXT_VERSION).unwrap_or(1),
-    };
-    if !(keep && have == rows.len() as i64) {
+    let selected = selection.events.len();
+    if !(keep && have == selected as i64) {
         sqlx::query("TRUNCATE event_vectors, embedding_texts")
             .execute(&pool)
             .await
             .unwrap();
         let started = Instant::now();
-        let vectors = embed_all(&embedder, &provenance, rows).await;
+        let vectors = BatchVectors {
+            texts: embed_all(&embedder, &selection.texts).await,
+            events: selection.events,
+        };
         let embed_s = started.elapsed().as_secs_f64();
         let store = Store::new(pool.clone());
         let started = Instant::now();
@@ -570,7 +609,7 @@ async fn main() {
          event_vectors: {} rows, table and indexes {:.0} MiB",
         size("SELECT pg_table_size('embedding_texts')").await,
         size("SELECT pg_relation_size('embedding_texts_hnsw')").await,
-        rows.len(),
+        selected,
         size("SELECT pg_total_relation_size('event_vectors')").await,
     );
 
