@@ -428,7 +428,6 @@ async fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
-    let wanted = support::env_or::<usize>("BENCH_VECTORS", 100_000);
     let sample_percent = support::env_or::<usize>("BENCH_SAMPLE_PERCENT", 3) as f64;
     let repeat = support::env_or::<usize>("BENCH_REPEAT", 3);
     let ef = u32::try_from(support::env_or::<usize>("BENCH_EF", 150)).unwrap_or(150);
@@ -465,7 +464,7 @@ async fn main() {
         text_version: i16::try_from(text::TEXT_VERSION).unwrap_or(1),
     };
     let wanted = Wanted {
-        events: wanted,
+        events: support::env_or::<usize>("BENCH_VECTORS", 100_000),
         texts: std::env::var("BENCH_TEXTS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok()),
