@@ -25,6 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -458,11 +459,14 @@ async fn nearest_texts_with_cache(
     ef_search: u32,
 ) -> Result<Vec<(TextKey, f64)>, StoreError> {
     let literal = vector_literal(query);
+    let started = Instant::now();
     let representatives: Vec<(Vec<u8>, f64, Option<i64>)> = sqlx::query_as(NEAREST_REPRESENTATIVES)
         .bind(&literal)
         .bind(i64::from(ef_search))
         .fetch_all(&mut *conn)
         .await?;
+    let representatives_ms = ms_since(started);
+    let found = representatives.len();
     let mut nearest = NearestTexts::new(n as usize);
     let mut held: Vec<Arc<Clump>> = Vec::new();
     let mut missing: Vec<Vec<u8>> = Vec::new();
@@ -478,6 +482,7 @@ async fn nearest_texts_with_cache(
             }
         }
     }
+    let started = Instant::now();
     if !missing.is_empty() {
         let scored: Vec<(Vec<u8>, f64)> = sqlx::query_as(NEAREST_MEMBERS)
             .bind(&literal)
@@ -491,13 +496,26 @@ async fn nearest_texts_with_cache(
             }
         }
     }
+    let missed_ms = ms_since(started);
+    let started = Instant::now();
     let scored = score_clumps(&held, query, &mut nearest);
-    tracing::trace!(
-        clumps = held.len(),
+    tracing::debug!(
+        representatives = found,
+        representatives_ms,
+        missed = missing.len(),
+        missed_ms,
+        held = held.len(),
+        members = held.iter().map(|c| c.len()).sum::<usize>(),
         scored,
-        "clump members scored in memory"
+        scan_ms = ms_since(started),
+        "nearest texts: representatives by HNSW, missed clumps by PostgreSQL, held ones in memory"
     );
     Ok(nearest.into_sorted())
+}
+
+/// Milliseconds since `started`, for the stage timings in debug logs.
+fn ms_since(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1e3
 }
 
 /// How many clumps [`fill_clump_cache`] reads in one statement.
