@@ -716,20 +716,26 @@ impl SearchIndex {
     ) -> Result<std::collections::HashSet<Uuid>, SearchError> {
         let searcher = self.searcher();
         let weight = query.weight(EnableScoring::disabled_from_searcher(&searcher))?;
+        // Each event's time and id term once, whichever segments it is looked up in.
+        let events: Vec<(tantivy::DateTime, Term, Uuid)> = events
+            .iter()
+            .map(|(at, id)| {
+                let term = Term::from_field_text(self.fields.id, &id.hyphenated().to_string());
+                (document::index_time(*at), term, *id)
+            })
+            .collect();
         let mut matched = std::collections::HashSet::new();
         for reader in searcher.segment_readers() {
             let ts = reader.fast_fields().date(names::TS)?;
             let (first, last) = (ts.min_value(), ts.max_value());
             let ids = reader.inverted_index(self.fields.id)?;
             let mut docs: Vec<(DocId, Uuid)> = Vec::new();
-            for (at, id) in events {
-                let at = document::index_time(*at);
-                if at < first || at > last {
+            for (at, term, id) in &events {
+                if *at < first || *at > last {
                     continue;
                 }
-                let term = Term::from_field_text(self.fields.id, &id.hyphenated().to_string());
                 let postings = ids
-                    .read_postings(&term, IndexRecordOption::Basic)
+                    .read_postings(term, IndexRecordOption::Basic)
                     .map_err(TantivyError::from)?;
                 // Every document of the id: a deleted copy may come first.
                 if let Some(mut postings) = postings {
