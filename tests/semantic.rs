@@ -606,6 +606,49 @@ async fn near_copies_join_a_representative() {
     assert_eq!(fill_clump_cache(&env.pool, &cache).await.unwrap(), 1);
     assert_eq!(cache.stats().members, 2);
 
+    // The cache ranks the representatives it read; a new one changes their
+    // generation, so the next search reads them again and finds it.
+    assert_eq!(cache.stats().representatives, 2);
+    let far = "kernel: Out of memory: Killed process 4242 (java) total-vm:8123456kB";
+    let far_vector = embedder.embed(far).unwrap();
+    let mut fourth = vec![TextVector {
+        key: TextKey::of(&provenance, far),
+        text: far.to_owned(),
+        embedding: far_vector.clone(),
+        representative: None,
+    }];
+    store
+        .choose_representatives(&mut fourth, max)
+        .await
+        .unwrap();
+    assert_eq!(fourth[0].representative, None, "a new representative");
+    write_texts(&store, &provenance, fourth).await;
+    let near = top_texts(&env.pool, Some(&cache), &far_vector, 1).await;
+    assert_eq!(near[0].key, TextKey::of(&provenance, far), "{near:?}");
+    assert!(near[0].similarity > 0.9999, "{near:?}");
+    assert_eq!(cache.stats().representatives, 3);
+    // Members joining a clump leave the representatives' generation as it was.
+    let generation = || async {
+        sqlx::query_scalar::<_, i64>("SELECT generation FROM embedding_representatives_generation")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap()
+    };
+    let before = generation().await;
+    let mut rejoined = vector(1);
+    rejoined.representative = Some(key(0));
+    write_texts(&store, &provenance, vec![rejoined]).await;
+    assert_eq!(generation().await, before);
+    sqlx::query("DELETE FROM embedding_texts WHERE text_key = $1")
+        .bind(TextKey::of(&provenance, far).as_bytes())
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    assert_ne!(generation().await, before, "a representative removed");
+    let near = top_texts(&env.pool, Some(&cache), &far_vector, 1).await;
+    assert_ne!(near[0].key, TextKey::of(&provenance, far), "{near:?}");
+    assert_eq!(cache.stats().representatives, 2);
+
     // A server's warm-up reads the clumps before any search misses them, as many
     // as fit in 90% of the capacity.
     let warm = ClumpCache::new(1 << 20);

@@ -1,17 +1,19 @@
 //! Clumps' member vectors in memory, for [`nearest_texts`](crate::vectors::nearest_texts).
 //!
-//! A search takes the nearest representatives by HNSW and then scores every
-//! member of their clumps (see [`vectors`](crate::vectors)). PostgreSQL does that
-//! row by row at ~1.3 µs a member, and a top-50 search over 193,101 texts scores
-//! 15,000 or more members (27 ms at p50). Here a clump's members are read once,
-//! binary, and kept as one contiguous array that a search scores in a tight loop.
+//! A search takes the nearest representatives and then the nearest members of
+//! their clumps (see [`vectors`](crate::vectors)). PostgreSQL scores members row
+//! by row at ~1.3 µs each, and a top-50 search over a million texts opens clumps
+//! with 100,000 members or more. Here a clump's members are read once, binary,
+//! and kept as contiguous arrays: each member's offset from the clump's centroid
+//! in 4-bit codes, which a search scans to pick the members worth scoring, and
+//! its stored vector, which scores them exactly.
 //!
 //! A copy is only used while it is the clump: each clump has a revision
 //! (`embedding_clumps`, kept by triggers on `embedding_texts`) that changes
 //! whenever its members do, and the search reads the representatives' revisions
-//! in the same statement as the HNSW search. A search never waits for a clump to
-//! be read: PostgreSQL scores the clumps the cache does not hold at their current
-//! revision, and the cache notes them as wanted, for
+//! in the same snapshot as the representatives themselves. A search never waits
+//! for a clump to be read: PostgreSQL scores the clumps the cache does not hold
+//! at their current revision, and the cache notes them as wanted, for
 //! [`fill_clump_cache`](crate::vectors::fill_clump_cache) to read off the search
 //! path. Copies are dropped least recently used first once they take more than
 //! the cache's capacity.
@@ -24,8 +26,9 @@ use std::sync::{Arc, Mutex};
 use crate::vectors::TextKey;
 
 /// One clump's members at one revision: their keys and vectors, row by row,
-/// each vector twice: as stored (f32), and its direction in 8-bit codes for the
-/// scan that picks which members to score exactly.
+/// each vector twice: as stored (f32), and its direction's offset from the
+/// clump's centroid in 4-bit codes, for the scan that picks which members to
+/// score exactly.
 #[derive(Debug)]
 pub struct Clump {
     revision: i64,
@@ -35,13 +38,17 @@ pub struct Clump {
     vectors: Vec<f32>,
     /// 1 / |v| of each vector (stored vectors are unit length, up to rounding).
     inverse_norms: Vec<f32>,
-    /// Each unit vector u = v / |v| as `round(u / scale)`, row by row.
-    codes: Vec<i8>,
-    /// Each row's scale: max |u_i| / 127.
+    /// The mean of the members' directions (unit vectors u = v / |v|).
+    centroid: Vec<f32>,
+    /// Each row's offset u − centroid as `round(offset / scale)` in −7..=7, plus
+    /// 8, two to a byte ([`nibble_row`]).
+    nibbles: Vec<u8>,
+    /// Each row's scale: max |offset_i| / 7.
     scales: Vec<f32>,
-    /// Each row's ‖u − scale · codes‖₂, for the error bound of the scan.
-    residuals: Vec<f32>,
 }
+
+/// The largest 4-bit code: codes run −7..=7, stored as 1..=15.
+const NIBBLE_MAX: f32 = 7.0;
 
 impl Clump {
     /// A clump at `revision` from its members' keys and vectors. Members whose
@@ -49,35 +56,54 @@ impl Clump {
     /// one dimension, so there are none).
     pub fn new(revision: i64, members: Vec<(TextKey, Vec<f32>)>) -> Clump {
         let dimensions = members.first().map_or(0, |(_, v)| v.len());
+        let members: Vec<_> = members
+            .into_iter()
+            .filter(|(_, v)| v.len() == dimensions)
+            .collect();
         let rows = members.len();
-        let mut clump = Clump {
-            revision,
-            keys: Vec::with_capacity(rows),
-            dimensions,
-            vectors: Vec::with_capacity(rows * dimensions),
-            inverse_norms: Vec::with_capacity(rows),
-            codes: Vec::with_capacity(rows * dimensions),
-            scales: Vec::with_capacity(rows),
-            residuals: Vec::with_capacity(rows),
-        };
-        for (key, vector) in members {
-            if vector.len() != dimensions {
-                continue;
+        let inverse_norms: Vec<f32> = members
+            .iter()
+            .map(|(_, v)| {
+                let norm = dot(v, v).sqrt();
+                if norm > 0.0 {
+                    1.0 / norm
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut centroid = vec![0.0f32; dimensions];
+        for ((_, v), inverse_norm) in members.iter().zip(&inverse_norms) {
+            for (c, x) in centroid.iter_mut().zip(v) {
+                *c += x * inverse_norm;
             }
-            let norm = dot(&vector, &vector).sqrt();
-            let inverse_norm = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-            let unit: Vec<f32> = vector.iter().map(|x| x * inverse_norm).collect();
-            let at = clump.codes.len();
-            let scale = quantise(&unit, &mut clump.codes);
-            clump.scales.push(scale);
-            clump
-                .residuals
-                .push(residual(&unit, &clump.codes[at..], scale));
-            clump.inverse_norms.push(inverse_norm);
-            clump.keys.push(key);
-            clump.vectors.extend_from_slice(&vector);
         }
-        clump
+        if rows > 0 {
+            centroid.iter_mut().for_each(|c| *c /= rows as f32);
+        }
+        let mut keys = Vec::with_capacity(rows);
+        let mut vectors = Vec::with_capacity(rows * dimensions);
+        let mut nibbles = Vec::with_capacity(rows * nibble_row(dimensions));
+        let mut scales = Vec::with_capacity(rows);
+        let mut offset = vec![0.0f32; dimensions];
+        for ((key, vector), inverse_norm) in members.into_iter().zip(&inverse_norms) {
+            for ((o, x), c) in offset.iter_mut().zip(&vector).zip(&centroid) {
+                *o = x * inverse_norm - c;
+            }
+            scales.push(quantise(&offset, &mut nibbles));
+            keys.push(key);
+            vectors.extend_from_slice(&vector);
+        }
+        Clump {
+            revision,
+            keys,
+            dimensions,
+            vectors,
+            inverse_norms,
+            centroid,
+            nibbles,
+            scales,
+        }
     }
 
     /// Its revision in `embedding_clumps`.
@@ -103,9 +129,11 @@ impl Clump {
     /// Bytes a clump of `members` vectors of `dimensions` holds.
     pub fn bytes_of(members: usize, dimensions: usize) -> usize {
         let per_member = std::mem::size_of::<TextKey>()
-            + dimensions // codes
-            + (dimensions + 3) * std::mem::size_of::<f32>(); // vector, norm, scale, residual
-        std::mem::size_of::<Clump>() + members * per_member
+            + nibble_row(dimensions)
+            + (dimensions + 2) * std::mem::size_of::<f32>(); // vector, norm, scale
+        std::mem::size_of::<Clump>()
+            + dimensions * std::mem::size_of::<f32>() // centroid
+            + members * per_member
     }
 
     /// The cosine distance of row `row` to `query` from the stored vector (the
@@ -118,16 +146,19 @@ impl Clump {
     }
 }
 
+/// Bytes of one row of 4-bit codes: dimension `i` of the first half is the low
+/// nibble of byte `i`, dimension `half + i` its high nibble.
+fn nibble_row(dimensions: usize) -> usize {
+    dimensions.div_ceil(2)
+}
+
 /// A query vector made ready for the scan: its direction, and that in 15-bit
-/// codes (fine enough that the query's own rounding adds little to the bound).
+/// codes laid out as [`Clump::nibbles`] unpack.
 struct QueryCodes {
     unit: Vec<f32>,
+    /// `2 · nibble_row(dimensions)` codes: the odd dimension count's last is 0.
     codes: Vec<i16>,
     scale: f32,
-    /// ‖scale · codes‖₂.
-    coded_norm: f32,
-    /// ‖unit − scale · codes‖₂.
-    residual: f32,
 }
 
 impl QueryCodes {
@@ -141,137 +172,144 @@ impl QueryCodes {
         let largest = unit.iter().fold(0.0f32, |m, x| m.max(x.abs()));
         let scale = largest / f32::from(QUERY_CODE_MAX);
         let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        let codes: Vec<i16> = unit.iter().map(|x| (x * inverse).round() as i16).collect();
-        let coded: Vec<f32> = codes.iter().map(|&c| f32::from(c) * scale).collect();
-        let coded_norm = dot(&coded, &coded).sqrt();
-        let residual = unit
-            .iter()
-            .zip(&coded)
-            .map(|(u, c)| (u - c) * (u - c))
-            .sum::<f32>()
-            .sqrt();
-        Some(QueryCodes {
-            unit,
-            codes,
-            scale,
-            coded_norm,
-            residual,
-        })
+        let mut codes: Vec<i16> = unit.iter().map(|x| (x * inverse).round() as i16).collect();
+        codes.resize(2 * nibble_row(unit.len()), 0);
+        Some(QueryCodes { unit, codes, scale })
     }
 }
 
-/// Appends `unit` as 8-bit codes, `round(u_i / scale)` with scale max |u_i| / 127,
-/// and returns the scale.
-fn quantise(unit: &[f32], codes: &mut Vec<i8>) -> f32 {
-    let largest = unit.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    let scale = largest / 127.0;
+/// Appends `offset` as 4-bit codes, `round(o_i / scale) + 8` with scale
+/// max |o_i| / 7, two to a byte ([`nibble_row`]), and returns the scale.
+fn quantise(offset: &[f32], nibbles: &mut Vec<u8>) -> f32 {
+    let largest = offset.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let scale = largest / NIBBLE_MAX;
     let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-    // Within ±127 by the choice of scale; the cast saturates anyway.
-    codes.extend(unit.iter().map(|x| (x * inverse).round() as i8));
+    let code = |i: usize| -> u8 {
+        offset.get(i).map_or(8, |o| {
+            ((o * inverse).round().clamp(-NIBBLE_MAX, NIBBLE_MAX) as i8 + 8) as u8
+        })
+    };
+    let half = nibble_row(offset.len());
+    nibbles.extend((0..half).map(|i| code(i) | (code(half + i) << 4)));
     scale
 }
 
-/// ‖u − scale · codes‖₂ of a row of codes.
-fn residual(unit: &[f32], codes: &[i8], scale: f32) -> f32 {
-    unit.iter()
-        .zip(codes)
-        .map(|(u, &c)| {
-            let d = u - f32::from(c) * scale;
-            d * d
-        })
-        .sum::<f32>()
-        .sqrt()
-}
-
-/// The largest query code: a lane of [`dot_codes`] adds a sixteenth of the
-/// products, each at most 127 · 16,383, which stays inside an i32 up to 16,000
-/// dimensions (MiniLM has 384).
+/// The largest query code: each product with a member's code is at most
+/// 16,383 · 8, so a row's sum stays inside an i32 up to 16,000 dimensions
+/// (MiniLM has 384); [`dot_codes`] adds longer rows in parts.
 const QUERY_CODE_MAX: i16 = 16_383;
 
-/// Slack on the scan's error bound for f32 rounding (the bound itself is exact
-/// arithmetic).
-const ROUNDING_SLACK: f32 = 1e-5;
+/// Members scored exactly for each text a search asks for: the scan's estimates
+/// are only close, so the nearest by estimate are scored, and the answer is
+/// the nearest of those. On the million-text benchmark, four per text found
+/// what scoring every scanned member exactly finds (BENCHMARKS.md).
+const SCORED_PER_RESULT: usize = 8;
+
+/// The fewest members scored exactly, however few texts are asked for.
+const SCORED_AT_LEAST: usize = 256;
+
+/// How many members [`score_clumps`] scores exactly for the `n` nearest texts.
+pub fn members_scored_exactly(n: usize) -> usize {
+    (n * SCORED_PER_RESULT).max(SCORED_AT_LEAST)
+}
 
 /// Offers `nearest` the members of `clumps` nearest to `query`, each at its exact
 /// cosine distance from its stored vector; returns how many were scored exactly.
 ///
-/// A scan over the codes gives each member its cosine within a bound that holds
-/// for any vectors: with q = s_q·Q + δq and u = s_u·U + δu (unit vectors, codes
-/// and the rounding left over), q·u − s_q·s_u·(Q·U) = δq·u + s_q·Q·δu, at most
-/// ‖δq‖ + ‖s_q·Q‖·‖δu‖ (Cauchy–Schwarz, ‖u‖ = 1). The `n`th smallest upper bound (with what
-/// `nearest` already holds) is at least the true `n`th distance, so a member whose
-/// lower bound is past it cannot be among the `n` nearest, and only the others
-/// are scored exactly. The answer is the exact one; the scan reads a quarter of
-/// the bytes, which is what the scoring waits on.
+/// A scan over the 4-bit codes estimates each member's cosine as q·c + q·o (c
+/// the clump's centroid, o the member's offset from it, in codes). Members of a
+/// clump lie close to each other, so the offsets are short and their codes
+/// fine: the estimate is off by a few thousandths. The `SCORED_PER_RESULT` · n
+/// members nearest by estimate are then scored exactly. This is approximate: a
+/// member whose estimate puts it just past that many can be missed, where the
+/// exact distances would have kept it; the scan reads a ninth of the bytes of
+/// the stored vectors, which is what it waits on.
 pub fn score_clumps(clumps: &[Arc<Clump>], query: &[f32], nearest: &mut NearestTexts) -> usize {
     let Some(query) = QueryCodes::new(query) else {
         return 0;
     };
-    let n = nearest.kept.n;
-    let mut uppers = Smallest::new(n);
-    for distance in nearest.distances() {
-        uppers.offer(OrderedDistance(distance as f32));
-    }
+    let wanted = members_scored_exactly(nearest.kept.n);
     // The scan in parts of about equal members, one a thread.
     let parts = scan_parts(clumps);
-    let scanned: Vec<Scanned> = std::thread::scope(|scope| {
+    let scanned: Vec<Smallest<Estimate>> = std::thread::scope(|scope| {
         let query = &query;
         let others: Vec<_> = parts[1..]
             .iter()
-            .map(|&(from, to)| scope.spawn(move || scan_widest(clumps, from, to, query, n)))
+            .map(|&(from, to)| scope.spawn(move || scan_widest(clumps, from, to, query, wanted)))
             .collect();
-        let mut scanned = vec![scan_widest(clumps, parts[0].0, parts[0].1, query, n)];
+        let mut scanned = vec![scan_widest(clumps, parts[0].0, parts[0].1, query, wanted)];
         // A part's thread only panics if scanning does, which it does not.
         scanned.extend(others.into_iter().filter_map(|h| h.join().ok()));
         scanned
     });
-    for part in &scanned {
-        for upper in part.uppers.iter() {
-            uppers.offer(OrderedDistance(upper.0));
-        }
+    let mut chosen = Smallest::new(wanted);
+    for estimate in scanned.into_iter().flat_map(|part| part.kept.into_vec()) {
+        chosen.offer(estimate);
     }
-    let cutoff = uppers.nth().map_or(f32::INFINITY, |nth| nth.0);
-    pulp::Arch::new().dispatch(ScoreWithin {
+    pulp::Arch::new().dispatch(ScoreChosen {
         clumps,
-        scanned: &scanned,
-        cutoff,
+        chosen: chosen.kept.into_vec(),
         query: &query,
         nearest,
     })
 }
 
-/// Scores exactly, with the widest vector instructions the CPU has, each
-/// scanned member whose lower bound is within `cutoff`; returns how many.
-struct ScoreWithin<'a> {
+/// A member's estimated cosine distance and where it is (clump, row).
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    distance: f32,
+    clump: u32,
+    row: u32,
+}
+
+impl PartialEq for Estimate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Estimate {}
+
+impl PartialOrd for Estimate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Estimate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.distance
+            .total_cmp(&other.distance)
+            .then_with(|| (self.clump, self.row).cmp(&(other.clump, other.row)))
+    }
+}
+
+/// Scores the chosen members exactly, with the widest vector instructions the
+/// CPU has; returns how many.
+struct ScoreChosen<'a> {
     clumps: &'a [Arc<Clump>],
-    scanned: &'a [Scanned],
-    cutoff: f32,
+    chosen: Vec<Estimate>,
     query: &'a QueryCodes,
     nearest: &'a mut NearestTexts,
 }
 
-impl pulp::WithSimd for ScoreWithin<'_> {
+impl pulp::WithSimd for ScoreChosen<'_> {
     type Output = usize;
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) -> usize {
-        let mut scored = 0;
-        for (lower, c, row) in self.scanned.iter().flat_map(|part| part.bounded.iter()) {
-            if *lower <= self.cutoff {
-                let clump = &self.clumps[*c as usize];
-                self.nearest.offer(
-                    clump.keys[*row as usize],
-                    clump.distance(*row as usize, self.query),
-                );
-                scored += 1;
-            }
+        for estimate in &self.chosen {
+            let clump = &self.clumps[estimate.clump as usize];
+            let row = estimate.row as usize;
+            self.nearest
+                .offer(clump.keys[row], clump.distance(row, self.query));
         }
-        scored
+        self.chosen.len()
     }
 }
 
 /// Members from which the scan is split over threads (a thread costs tens of
-/// microseconds; 16,384 members take ~0.7 ms to scan).
+/// microseconds; 16,384 members take ~0.4 ms to scan).
 const PARALLEL_SCAN_MEMBERS: usize = 16_384;
 
 /// The clump ranges `from..to` the scan's threads take: one per available core
@@ -301,13 +339,6 @@ fn scan_parts(clumps: &[Arc<Clump>]) -> Vec<(usize, usize)> {
     parts
 }
 
-/// What one part of the scan found: the `n` smallest upper bounds, and every
-/// member's lower bound with where it is (clump, row).
-struct Scanned {
-    uppers: Smallest<OrderedDistance>,
-    bounded: Vec<(f32, u32, u32)>,
-}
-
 /// The level the member scan runs at on this CPU, as `pulp` names it: on x86-64
 /// `V4` (AVX-512), `V3` (AVX2 and FMA) or `Scalar` (the build's own baseline).
 pub fn scan_level() -> String {
@@ -323,14 +354,14 @@ fn scan_widest(
     from: usize,
     to: usize,
     query: &QueryCodes,
-    n: usize,
-) -> Scanned {
+    wanted: usize,
+) -> Smallest<Estimate> {
     pulp::Arch::new().dispatch(ScanPart {
         clumps,
         from,
         to,
         query,
-        n,
+        wanted,
     })
 }
 
@@ -340,44 +371,56 @@ struct ScanPart<'a> {
     from: usize,
     to: usize,
     query: &'a QueryCodes,
-    n: usize,
+    wanted: usize,
 }
 
 impl pulp::WithSimd for ScanPart<'_> {
-    type Output = Scanned;
+    type Output = Smallest<Estimate>;
 
     // Inlined all the way down to the dot products, so they are compiled with
     // the instructions of the level being dispatched.
     #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _: S) -> Scanned {
-        scan(self.clumps, self.from, self.to, self.query, self.n)
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Smallest<Estimate> {
+        scan(self.clumps, self.from, self.to, self.query, self.wanted)
     }
 }
 
-/// Scans the codes of `clumps[from..to]`.
+/// Scans the codes of `clumps[from..to]`: the `wanted` members nearest by
+/// estimate.
 #[inline(always)]
-fn scan(clumps: &[Arc<Clump>], from: usize, to: usize, query: &QueryCodes, n: usize) -> Scanned {
+fn scan(
+    clumps: &[Arc<Clump>],
+    from: usize,
+    to: usize,
+    query: &QueryCodes,
+    wanted: usize,
+) -> Smallest<Estimate> {
     let dimensions = query.unit.len();
-    let mut part = Scanned {
-        uppers: Smallest::new(n),
-        bounded: Vec::new(),
-    };
+    let half = nibble_row(dimensions);
+    let mut nearest = Smallest::new(wanted);
+    // A row's codes, unpacked: the dot product then runs over plain bytes.
+    let mut unpacked = vec![0i8; 2 * half];
     for (c, clump) in clumps.iter().enumerate().take(to).skip(from) {
-        if clump.dimensions != dimensions {
+        if clump.dimensions != dimensions || clump.is_empty() {
             continue;
         }
-        part.bounded.reserve(clump.len());
-        let rows = clump.codes.chunks_exact(dimensions);
-        for (row, codes) in rows.enumerate() {
-            let scale = clump.scales[row];
-            let cosine = dot_codes(&query.codes, codes) as f32 * query.scale * scale;
-            let error = query.residual + query.coded_norm * clump.residuals[row] + ROUNDING_SLACK;
-            part.uppers.offer(OrderedDistance(1.0 - (cosine - error)));
-            part.bounded
-                .push((1.0 - (cosine + error), c as u32, row as u32));
+        let to_centroid = dot(&query.unit, &clump.centroid);
+        for (row, nibbles) in clump.nibbles.chunks_exact(half).enumerate() {
+            let (low, high) = unpacked.split_at_mut(half);
+            for ((l, h), &byte) in low.iter_mut().zip(high.iter_mut()).zip(nibbles) {
+                *l = (byte & 15) as i8 - 8;
+                *h = (byte >> 4) as i8 - 8;
+            }
+            let offset = dot_codes(&query.codes, &unpacked) as f32 * query.scale;
+            let cosine = to_centroid + offset * clump.scales[row];
+            nearest.offer(Estimate {
+                distance: 1.0 - cosine,
+                clump: c as u32,
+                row: row as u32,
+            });
         }
     }
-    part
+    nearest
 }
 
 /// The `n` smallest items offered: a max-heap of at most `n`, the largest kept
@@ -405,11 +448,6 @@ impl<T: Ord> Smallest<T> {
         }
     }
 
-    /// The `n`th smallest, once `n` were offered.
-    fn nth(&self) -> Option<&T> {
-        self.kept.peek().filter(|_| self.kept.len() == self.n)
-    }
-
     /// The kept items, in no order.
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.kept.iter()
@@ -421,47 +459,23 @@ impl<T: Ord> Smallest<T> {
     }
 }
 
-/// A distance ordered by `total_cmp`.
-struct OrderedDistance(f32);
-
-impl PartialEq for OrderedDistance {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for OrderedDistance {}
-
-impl PartialOrd for OrderedDistance {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for OrderedDistance {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.0.total_cmp(&other.0)
-    }
-}
-
-/// The dot product of the query's codes and a row's, sixteen lanes at a time,
-/// the lanes added up in i64 (their sum passes an i32 above 1,032 dimensions).
+/// The dot product of the query's codes and a row's, summed in i32 within parts
+/// of 16,000 dimensions (see [`QUERY_CODE_MAX`]): written as a plain sum, which
+/// integers may add in any order, so the compiler pairs the products up in
+/// multiply-add instructions.
 #[inline(always)]
 fn dot_codes(a: &[i16], b: &[i8]) -> i64 {
-    let mut lanes = [0i32; 16];
-    let (a_chunks, b_chunks) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: i32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(&x, &y)| i32::from(x) * i32::from(y))
-        .sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for i in 0..16 {
-            lanes[i] += i32::from(x[i]) * i32::from(i16::from(y[i]));
-        }
-    }
-    lanes.iter().map(|&lane| i64::from(lane)).sum::<i64>() + i64::from(tail)
+    a.chunks(16_000)
+        .zip(b.chunks(16_000))
+        .map(|(a, b)| {
+            let part: i32 = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                .sum();
+            i64::from(part)
+        })
+        .sum()
 }
 
 /// The dot product, eight lanes at a time so the compiler keeps it in vector
@@ -547,6 +561,105 @@ impl NearestTexts {
     }
 }
 
+/// The representatives at one generation (`embedding_representatives_generation`):
+/// their keys and vectors, to rank them all exactly in memory.
+#[derive(Debug)]
+pub struct Representatives {
+    generation: i64,
+    keys: Vec<TextKey>,
+    dimensions: usize,
+    /// `keys.len()` vectors of `dimensions` each, one after another.
+    vectors: Vec<f32>,
+    /// 1 / |v| of each vector.
+    inverse_norms: Vec<f32>,
+}
+
+impl Representatives {
+    /// The representatives read at `generation`. Vectors of another length than
+    /// the first are left out.
+    pub fn new(generation: i64, representatives: Vec<(TextKey, Vec<f32>)>) -> Representatives {
+        let dimensions = representatives.first().map_or(0, |(_, v)| v.len());
+        let mut read = Representatives {
+            generation,
+            keys: Vec::with_capacity(representatives.len()),
+            dimensions,
+            vectors: Vec::with_capacity(representatives.len() * dimensions),
+            inverse_norms: Vec::with_capacity(representatives.len()),
+        };
+        for (key, vector) in representatives {
+            if vector.len() != dimensions {
+                continue;
+            }
+            let norm = dot(&vector, &vector).sqrt();
+            read.inverse_norms
+                .push(if norm > 0.0 { 1.0 / norm } else { 0.0 });
+            read.keys.push(key);
+            read.vectors.extend_from_slice(&vector);
+        }
+        read
+    }
+
+    /// The generation they were read at.
+    pub fn generation(&self) -> i64 {
+        self.generation
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The `n` nearest to `query` by exact cosine distance, nearest first (none
+    /// for the zero vector or another dimension).
+    pub fn nearest(&self, query: &[f32], n: usize) -> Vec<(TextKey, f64)> {
+        let mut nearest = NearestTexts::new(n);
+        if let Some(query) = QueryCodes::new(query).filter(|q| q.unit.len() == self.dimensions) {
+            pulp::Arch::new().dispatch(RankRepresentatives {
+                representatives: self,
+                query: &query.unit,
+                nearest: &mut nearest,
+            });
+        }
+        nearest.into_sorted()
+    }
+}
+
+/// Offers every representative at its exact distance, with the widest vector
+/// instructions the CPU has.
+struct RankRepresentatives<'a> {
+    representatives: &'a Representatives,
+    /// The query's direction.
+    query: &'a [f32],
+    nearest: &'a mut NearestTexts,
+}
+
+impl pulp::WithSimd for RankRepresentatives<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        let rows = self
+            .representatives
+            .vectors
+            .chunks_exact(self.representatives.dimensions.max(1));
+        for ((key, vector), inverse_norm) in self
+            .representatives
+            .keys
+            .iter()
+            .zip(rows)
+            .zip(&self.representatives.inverse_norms)
+        {
+            let similarity = f64::from(dot(self.query, vector)) * f64::from(*inverse_norm);
+            self.nearest.offer(*key, 1.0 - similarity.clamp(-1.0, 1.0));
+        }
+    }
+}
+
 /// How the cache has done since it was made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClumpCacheStats {
@@ -560,6 +673,9 @@ pub struct ClumpCacheStats {
     pub hits: u64,
     /// Clumps it had to read (absent, or another revision).
     pub misses: u64,
+    /// Representatives held (their vectors do not count against the capacity:
+    /// a few megabytes for a million texts).
+    pub representatives: usize,
 }
 
 /// Clumps' member vectors kept between searches, at most `capacity` bytes of
@@ -572,6 +688,8 @@ pub struct ClumpCache {
     misses: AtomicU64,
     /// Whether a fill is reading clumps now (one at a time).
     filling: AtomicBool,
+    /// The representatives as last read.
+    representatives: Mutex<Option<Arc<Representatives>>>,
 }
 
 #[derive(Debug, Default)]
@@ -603,7 +721,24 @@ impl ClumpCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             filling: AtomicBool::new(false),
+            representatives: Mutex::new(None),
         }
+    }
+
+    /// The representatives as last read, if they were.
+    pub fn representatives(&self) -> Option<Arc<Representatives>> {
+        self.representatives
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Keeps `representatives` as the last read.
+    pub fn set_representatives(&self, representatives: Arc<Representatives>) {
+        *self
+            .representatives
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(representatives);
     }
 
     /// Its capacity in bytes.
@@ -707,6 +842,7 @@ impl ClumpCache {
             bytes: held.bytes,
             hits: self.hits.load(AtomicOrdering::Relaxed),
             misses: self.misses.load(AtomicOrdering::Relaxed),
+            representatives: self.representatives().map_or(0, |r| r.len()),
         }
     }
 
@@ -807,22 +943,60 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_code_scan_loses_none_of_the_exact_nearest() {
-        // A tight clump, as near copies are: one direction and small deviations,
-        // so many members lie within the scan's error of each other; in two
-        // clumps, with enough members for the scan to split over threads.
-        let dimensions = 384;
-        let mut noise = noise(7);
-        let centre: Vec<f32> = (0..dimensions).map(|_| noise()).collect();
-        let members: Vec<(TextKey, Vec<f32>)> = (0..20_000u32)
+    /// `count` members of `dimensions`, each `centre` plus `spread` of noise, as
+    /// unit vectors: a tight clump, as near copies are.
+    fn tight_members(
+        noise: &mut impl FnMut() -> f32,
+        centre: &[f32],
+        spread: f32,
+        count: u32,
+    ) -> Vec<(TextKey, Vec<f32>)> {
+        (0..count)
             .map(|i| {
                 let mut bytes = [0u8; 32];
                 bytes[..4].copy_from_slice(&i.to_be_bytes());
-                let v: Vec<f32> = centre.iter().map(|c| c + 0.3 * noise()).collect();
+                let v: Vec<f32> = centre.iter().map(|c| c + spread * noise()).collect();
                 (TextKey::from_stored(&bytes).unwrap(), unit(&v))
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn the_estimates_are_close_to_the_exact_cosine() {
+        // 389 dimensions: odd, so the last high nibble is padding.
+        let mut noise = noise(3);
+        let centre: Vec<f32> = (0..389).map(|_| noise()).collect();
+        let members = tight_members(&mut noise, &centre, 0.3, 300);
+        // Leaning one way, so an error in either half's codes would show as bias.
+        let query: Vec<f32> = (0..389).map(|_| noise() + 0.3).collect();
+        let query_unit = unit(&query);
+        let clumps = vec![Arc::new(Clump::new(1, members.clone()))];
+        let codes = QueryCodes::new(&query).unwrap();
+        let estimates = scan(&clumps, 0, 1, &codes, members.len()).into_sorted();
+        assert_eq!(estimates.len(), members.len());
+        // Rounding errs either way: off by little, and by nothing on average.
+        let mut bias = 0.0f32;
+        for estimate in &estimates {
+            let exact = 1.0 - dot(&query_unit, &members[estimate.row as usize].1);
+            bias += (estimate.distance - exact) / members.len() as f32;
+            assert!(
+                (estimate.distance - exact).abs() < 0.01,
+                "row {}: {} vs {exact}",
+                estimate.row,
+                estimate.distance
+            );
+        }
+        assert!(bias.abs() < 5e-4, "errs one way: {bias}");
+    }
+
+    #[test]
+    fn the_code_scan_finds_the_exact_nearest_of_tight_clumps() {
+        // Many members within the estimates' error of each other; in two clumps,
+        // with enough members for the scan to split over threads.
+        let dimensions = 384;
+        let mut noise = noise(7);
+        let centre: Vec<f32> = (0..dimensions).map(|_| noise()).collect();
+        let members = tight_members(&mut noise, &centre, 0.3, 20_000);
         let query: Vec<f32> = centre.iter().map(|c| c + 0.2 * noise()).collect();
         let query_unit = unit(&query);
         let mut exact: Vec<(f64, TextKey)> = members
@@ -837,22 +1011,29 @@ mod tests {
         ];
         let mut nearest = NearestTexts::new(50);
         let scored = score_clumps(&clumps, &query, &mut nearest);
-        assert!(scored < 20_000, "the scan ruled some members out: {scored}");
+        assert_eq!(
+            scored,
+            50 * SCORED_PER_RESULT,
+            "the scan ruled the rest out"
+        );
         let found = nearest.into_sorted();
         assert_eq!(found.len(), 50);
-        for ((key, distance), (want, want_key)) in found.iter().zip(&exact) {
-            assert!((distance - want).abs() < 1e-5, "{distance} vs {want}");
-            assert!(key == want_key || (distance - want).abs() < 1e-6);
+        let want: HashSet<TextKey> = exact[..50].iter().map(|(_, k)| *k).collect();
+        let hits = found.iter().filter(|(k, _)| want.contains(k)).count();
+        assert!(hits >= 49, "recall@50 {hits}/50");
+        let exact_of: HashMap<TextKey, f64> = exact.iter().map(|(d, k)| (*k, *d)).collect();
+        for (key, distance) in &found {
+            assert!((distance - exact_of[key]).abs() < 1e-5, "scored exactly");
         }
     }
 
     #[test]
-    fn the_scan_at_the_cpus_level_bounds_as_the_plain_scan_does() {
+    fn the_scan_at_the_cpus_level_estimates_as_the_plain_scan_does() {
         // The dispatched scan is the same code compiled for wider registers: the
         // integer dot products are exact and the rest is the same f32 operations,
-        // so each member's bounds must come out bit for bit the same.
+        // so each member's estimate must come out bit for bit the same.
         let mut noise = noise(11);
-        // 389 dimensions: the tail past the last 16 lanes is scanned too.
+        // 389 dimensions: the tails past the vector lanes are scanned too.
         let members: Vec<(TextKey, Vec<f32>)> = (0..500u32)
             .map(|i| {
                 let mut bytes = [0u8; 32];
@@ -864,23 +1045,15 @@ mod tests {
         let clumps = vec![Arc::new(Clump::new(1, members))];
         let query: Vec<f32> = (0..389).map(|_| noise()).collect();
         let query = QueryCodes::new(&query).unwrap();
-        let widest = scan_widest(&clumps, 0, 1, &query, 10);
-        let plain = scan(&clumps, 0, 1, &query, 10);
-        let bits = |part: &Scanned| -> Vec<(u32, u32, u32)> {
-            part.bounded
+        let bits = |part: Smallest<Estimate>| -> Vec<(u32, u32)> {
+            part.into_sorted()
                 .iter()
-                .map(|(lower, c, row)| (lower.to_bits(), *c, *row))
+                .map(|e| (e.distance.to_bits(), e.row))
                 .collect()
         };
-        assert_eq!(bits(&widest), bits(&plain));
-        let uppers = |part: Scanned| -> Vec<u32> {
-            part.uppers
-                .into_sorted()
-                .iter()
-                .map(|u| u.0.to_bits())
-                .collect()
-        };
-        assert_eq!(uppers(widest), uppers(plain));
+        let widest = bits(scan_widest(&clumps, 0, 1, &query, 100));
+        assert_eq!(widest.len(), 100);
+        assert_eq!(widest, bits(scan(&clumps, 0, 1, &query, 100)));
         let level = scan_level();
         if cfg!(target_arch = "x86_64") {
             assert!(["V4", "V3", "Scalar"].contains(&level.as_str()), "{level}");
@@ -904,6 +1077,36 @@ mod tests {
         assert_eq!(parts.first().map(|p| p.0), Some(0));
         assert_eq!(parts.last().map(|p| p.1), Some(8));
         assert!(parts.windows(2).all(|w| w[0].1 == w[1].0), "{parts:?}");
+    }
+
+    #[test]
+    fn representatives_are_ranked_exactly() {
+        let mut noise = noise(5);
+        let read: Vec<(TextKey, Vec<f32>)> = (0..200u8)
+            .map(|i| (key(i), (0..384).map(|_| noise()).collect()))
+            .collect();
+        let query: Vec<f32> = (0..384).map(|_| noise()).collect();
+        let query_unit = unit(&query);
+        let mut exact: Vec<(f64, TextKey)> = read
+            .iter()
+            .map(|(k, v)| (1.0 - f64::from(dot(&query_unit, &unit(v))), *k))
+            .collect();
+        exact.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut with_another_length = read.clone();
+        with_another_length.push((key(250), vec![1.0; 3]));
+        let representatives = Representatives::new(9, with_another_length);
+        assert_eq!(
+            (representatives.generation(), representatives.len()),
+            (9, 200)
+        );
+        let nearest = representatives.nearest(&query, 10);
+        assert_eq!(nearest.len(), 10);
+        for ((key, distance), (want, want_key)) in nearest.iter().zip(&exact) {
+            assert_eq!(key, want_key);
+            assert!((distance - want).abs() < 1e-5, "{distance} vs {want}");
+        }
+        assert!(representatives.nearest(&[0.0; 384], 10).is_empty());
+        assert!(representatives.nearest(&[1.0; 3], 10).is_empty());
     }
 
     #[test]

@@ -33,7 +33,7 @@ use sqlx::postgres::{PgTypeInfo, PgValueRef};
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use crate::clumps::{score_clumps, Clump, ClumpCache, NearestTexts};
+use crate::clumps::{score_clumps, Clump, ClumpCache, NearestTexts, Representatives};
 use crate::grouping::{self, GroupingConfig};
 use crate::store::{record_offsets, Batch, Store, StoreError, WriteSummary};
 
@@ -385,14 +385,20 @@ const NEAREST_TEXTS: &str = "\
             WHERE t.representative IS NOT NULL) clumps \
         ORDER BY distance LIMIT $2)";
 
-/// The representatives nearest to `$1` (a vector), at most `$2` of them, by
-/// HNSW, with their distances and their clumps' revisions (none: no members).
-const NEAREST_REPRESENTATIVES: &str = "\
-    SELECT r.text_key, r.distance, c.revision FROM ( \
-        SELECT text_key, embedding <=> $1::vector AS distance \
-        FROM embedding_texts WHERE representative IS NULL \
-        ORDER BY embedding <=> $1::vector LIMIT $2) r \
-    LEFT JOIN embedding_clumps c ON c.representative = r.text_key";
+/// Every representative with its vector, and the generation of the set, in one
+/// snapshot (one row of nulls when there are none).
+const ALL_REPRESENTATIVES: &str = "\
+    SELECT g.generation, t.text_key, t.embedding \
+    FROM embedding_representatives_generation g \
+    LEFT JOIN embedding_texts t ON t.representative IS NULL";
+
+/// The revisions of the clumps of the representatives `$1` (those with members),
+/// with the generation of the set of representatives, in one snapshot (one row
+/// with only the generation when none has members).
+const CLUMP_REVISIONS: &str = "\
+    SELECT g.generation, c.representative, c.revision \
+    FROM embedding_representatives_generation g \
+    LEFT JOIN embedding_clumps c ON c.representative = ANY($1)";
 
 /// The members of the clumps of the representatives `$1`, with their clumps'
 /// revisions read in the same snapshot.
@@ -411,10 +417,12 @@ const NEAREST_MEMBERS: &str = "\
 /// representatives through the HNSW index, with their clumps' members, by exact
 /// distance. Runs on `conn`, inside the caller's transaction.
 ///
-/// With `clumps`, the members of the clumps it holds at their current revision
-/// are scored in memory, PostgreSQL scores the rest, and those become wanted
-/// ([`fill_clump_cache`] reads them); without, PostgreSQL scores them all (~1.3 µs
-/// a member).
+/// With `clumps`, the `ef_search` nearest representatives are found exactly in
+/// memory instead (all of them ranked), the members of the clumps it holds at
+/// their current revision are scored in memory (approximately: the nearest by
+/// 4-bit codes are scored exactly, see [`score_clumps`]), PostgreSQL scores
+/// the rest, and those become wanted ([`fill_clump_cache`] reads them); without,
+/// PostgreSQL scores them all (~1.3 µs a member).
 pub async fn nearest_texts(
     conn: &mut PgConnection,
     clumps: Option<&ClumpCache>,
@@ -449,8 +457,14 @@ pub async fn nearest_texts(
         .collect())
 }
 
-/// [`nearest_texts`] with the members of held clumps scored from `cache`: the
-/// texts and their distances, nearest first. The caller has set `hnsw.ef_search`.
+/// [`nearest_texts`] with the representatives ranked and the members of held
+/// clumps scored from `cache`: the texts and their distances, nearest first.
+///
+/// The representatives are ranked exactly in memory (all of them, at the
+/// generation last read); the statement that reads the chosen clumps' revisions
+/// reads the generation too, and when it moved on the representatives are read
+/// again and ranked again (once: a set that moves on again meanwhile is used as
+/// read).
 async fn nearest_texts_with_cache(
     conn: &mut PgConnection,
     cache: &ClumpCache,
@@ -458,32 +472,47 @@ async fn nearest_texts_with_cache(
     n: u32,
     ef_search: u32,
 ) -> Result<Vec<(TextKey, f64)>, StoreError> {
-    let literal = vector_literal(query);
     let started = Instant::now();
-    let representatives: Vec<(Vec<u8>, f64, Option<i64>)> = sqlx::query_as(NEAREST_REPRESENTATIVES)
-        .bind(&literal)
-        .bind(i64::from(ef_search))
-        .fetch_all(&mut *conn)
-        .await?;
+    let mut representatives = match cache.representatives() {
+        Some(held) => held,
+        None => read_representatives(conn, cache).await?,
+    };
+    let mut reread = false;
+    let (chosen, revisions) = loop {
+        let chosen = representatives.nearest(query, ef_search as usize);
+        let keys: Vec<TextKey> = chosen.iter().map(|(key, _)| *key).collect();
+        let rows: Vec<(i64, Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(CLUMP_REVISIONS)
+            .bind(stored_keys(&keys))
+            .fetch_all(&mut *conn)
+            .await?;
+        let generation = rows.first().map(|(generation, _, _)| *generation);
+        if generation != Some(representatives.generation()) && !reread {
+            representatives = read_representatives(conn, cache).await?;
+            reread = true;
+            continue;
+        }
+        let revisions: HashMap<TextKey, i64> = rows
+            .into_iter()
+            .filter_map(|(_, key, revision)| Some((TextKey::from_stored(&key?)?, revision?)))
+            .collect();
+        break (chosen, revisions);
+    };
     let representatives_ms = ms_since(started);
-    let found = representatives.len();
     let mut nearest = NearestTexts::new(n as usize);
     let mut held: Vec<Arc<Clump>> = Vec::new();
     let mut missing: Vec<Vec<u8>> = Vec::new();
-    for (key, distance, revision) in representatives {
-        let Some(representative) = TextKey::from_stored(&key) else {
-            continue;
-        };
-        nearest.offer(representative, distance);
-        if let Some(revision) = revision {
-            match cache.get(&representative, revision) {
+    for (representative, distance) in &chosen {
+        nearest.offer(*representative, *distance);
+        if let Some(&revision) = revisions.get(representative) {
+            match cache.get(representative, revision) {
                 Some(clump) => held.push(clump),
-                None => missing.push(key),
+                None => missing.push(representative.as_bytes().to_vec()),
             }
         }
     }
     let started = Instant::now();
     if !missing.is_empty() {
+        let literal = vector_literal(query);
         let scored: Vec<(Vec<u8>, f64)> = sqlx::query_as(NEAREST_MEMBERS)
             .bind(&literal)
             .bind(&missing)
@@ -500,7 +529,9 @@ async fn nearest_texts_with_cache(
     let started = Instant::now();
     let scored = score_clumps(&held, query, &mut nearest);
     tracing::debug!(
-        representatives = found,
+        representatives = representatives.len(),
+        reread,
+        chosen = chosen.len(),
         representatives_ms,
         missed = missing.len(),
         missed_ms,
@@ -508,9 +539,29 @@ async fn nearest_texts_with_cache(
         members = held.iter().map(|c| c.len()).sum::<usize>(),
         scored,
         scan_ms = ms_since(started),
-        "nearest texts: representatives by HNSW, missed clumps by PostgreSQL, held ones in memory"
+        "nearest texts: representatives and held clumps in memory, missed clumps by PostgreSQL"
     );
     Ok(nearest.into_sorted())
+}
+
+/// Reads every representative with its vector into `cache`, and returns them.
+async fn read_representatives(
+    conn: &mut PgConnection,
+    cache: &ClumpCache,
+) -> Result<Arc<Representatives>, StoreError> {
+    let rows: Vec<(i64, Option<Vec<u8>>, Option<StoredVector>)> =
+        sqlx::query_as(ALL_REPRESENTATIVES)
+            .fetch_all(&mut *conn)
+            .await?;
+    let generation = rows.first().map_or(0, |(generation, _, _)| *generation);
+    let read = Arc::new(Representatives::new(
+        generation,
+        rows.into_iter()
+            .filter_map(|(_, key, vector)| Some((TextKey::from_stored(&key?)?, vector?.0)))
+            .collect(),
+    ));
+    cache.set_representatives(Arc::clone(&read));
+    Ok(read)
 }
 
 /// Milliseconds since `started`, for the stage timings in debug logs.
@@ -559,7 +610,8 @@ pub async fn fill_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize
     }
 }
 
-/// Fills `cache` at a server's start, before the searches miss: the largest
+/// Fills `cache` at a server's start, before the searches miss: the
+/// representatives, then the largest
 /// clumps first (PostgreSQL scores a member at ~1.3 µs, so they cost a search the
 /// most) until they would take 90% of its capacity, then reads them
 /// ([`fill_clump_cache`]). Returns how many clumps it read.
@@ -572,6 +624,7 @@ pub async fn warm_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize
     )
     .fetch_all(pool)
     .await?;
+    read_representatives(&mut *pool.acquire().await?, cache).await?;
     let mut room = cache.capacity() - cache.capacity() / 10;
     let mut wanted = Vec::new();
     for (representative, members, dimensions) in sizes {
