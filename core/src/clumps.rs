@@ -152,12 +152,14 @@ fn nibble_row(dimensions: usize) -> usize {
     dimensions.div_ceil(2)
 }
 
-/// A query vector made ready for the scan: its direction, and that in 15-bit
+/// A query vector made ready for the scan: its direction, and that in 8-bit
 /// codes laid out as [`Clump::nibbles`] unpack.
 struct QueryCodes {
     unit: Vec<f32>,
     /// `2 · nibble_row(dimensions)` codes: the odd dimension count's last is 0.
-    codes: Vec<i16>,
+    codes: Vec<i8>,
+    /// The sum of the codes (a member's codes are stored 8 up).
+    code_sum: i32,
     scale: f32,
 }
 
@@ -170,11 +172,17 @@ impl QueryCodes {
         }
         let unit: Vec<f32> = query.iter().map(|x| x / norm).collect();
         let largest = unit.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let scale = largest / f32::from(QUERY_CODE_MAX);
+        let scale = largest / QUERY_CODE_MAX;
         let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        let mut codes: Vec<i16> = unit.iter().map(|x| (x * inverse).round() as i16).collect();
+        let mut codes: Vec<i8> = unit.iter().map(|x| (x * inverse).round() as i8).collect();
         codes.resize(2 * nibble_row(unit.len()), 0);
-        Some(QueryCodes { unit, codes, scale })
+        let code_sum = codes.iter().map(|&c| i32::from(c)).sum();
+        Some(QueryCodes {
+            unit,
+            codes,
+            code_sum,
+            scale,
+        })
     }
 }
 
@@ -194,10 +202,10 @@ fn quantise(offset: &[f32], nibbles: &mut Vec<u8>) -> f32 {
     scale
 }
 
-/// The largest query code: each product with a member's code is at most
-/// 16,383 · 8, so a row's sum stays inside an i32 up to 16,000 dimensions
-/// (MiniLM has 384); [`dot_codes`] adds longer rows in parts.
-const QUERY_CODE_MAX: i16 = 16_383;
+/// The largest query code. Its rounding moves an estimate by ~1e-4, a tenth of
+/// what the members' 4-bit codes do; a product with a stored code (0..=15)
+/// fits AVX2's byte multiply-add without saturating.
+const QUERY_CODE_MAX: f32 = 127.0;
 
 /// Members scored exactly for each text a search asks for: the scan's estimates
 /// are only close, so the nearest by estimate are scored, and the answer is
@@ -346,9 +354,10 @@ pub fn scan_level() -> String {
     arch.split('(').next().unwrap_or_default().to_owned()
 }
 
-/// [`scan`], compiled (by `pulp`) for each x86-64 level, run at the widest the CPU
-/// has: AVX-512 or AVX2 where there, SSE2 otherwise. The build itself targets
-/// plain x86-64; run there, top-50 took ~1.5 times as long (BENCHMARKS.md).
+/// The scan at the widest the CPU has: with AVX2's byte multiply-add where
+/// there is AVX2 and the rows split into 32-byte lanes (MiniLM's 384 dimensions
+/// do), else [`scan`] compiled (by `pulp`) for each x86-64 level. The build
+/// itself targets plain x86-64.
 fn scan_widest(
     clumps: &[Arc<Clump>],
     from: usize,
@@ -356,6 +365,19 @@ fn scan_widest(
     query: &QueryCodes,
     wanted: usize,
 ) -> Smallest<Estimate> {
+    #[cfg(target_arch = "x86_64")]
+    if nibble_row(query.unit.len()) % 32 == 0 {
+        if let Some(simd) = pulp::x86::V3::try_new() {
+            return simd.vectorize(ScanAvx2 {
+                simd,
+                clumps,
+                from,
+                to,
+                query,
+                wanted,
+            });
+        }
+    }
     pulp::Arch::new().dispatch(ScanPart {
         clumps,
         from,
@@ -386,7 +408,7 @@ impl pulp::WithSimd for ScanPart<'_> {
 }
 
 /// Scans the codes of `clumps[from..to]`: the `wanted` members nearest by
-/// estimate.
+/// estimate, each row's codes unpacked to bytes and multiplied out plainly.
 #[inline(always)]
 fn scan(
     clumps: &[Arc<Clump>],
@@ -395,24 +417,147 @@ fn scan(
     query: &QueryCodes,
     wanted: usize,
 ) -> Smallest<Estimate> {
+    let half = nibble_row(query.unit.len());
+    let mut unpacked = Unpacked {
+        codes: &query.codes,
+        bytes: vec![0u8; 2 * half],
+    };
+    scan_with(clumps, from, to, query, wanted, &mut unpacked)
+}
+
+/// The dot product of the query's codes and a row's stored codes (each 8 up).
+trait RowDot {
+    fn row_dot(&mut self, nibbles: &[u8]) -> i32;
+}
+
+/// [`RowDot`] plainly: the row unpacked to bytes, then [`dot_codes`].
+struct Unpacked<'a> {
+    codes: &'a [i8],
+    bytes: Vec<u8>,
+}
+
+impl RowDot for Unpacked<'_> {
+    #[inline(always)]
+    fn row_dot(&mut self, nibbles: &[u8]) -> i32 {
+        let (low, high) = self.bytes.split_at_mut(nibbles.len());
+        for ((l, h), &byte) in low.iter_mut().zip(high.iter_mut()).zip(nibbles) {
+            *l = byte & 15;
+            *h = byte >> 4;
+        }
+        dot_codes(self.codes, &self.bytes)
+    }
+}
+
+/// [`scan`] with AVX2, for [`pulp::x86::V3::vectorize`].
+#[cfg(target_arch = "x86_64")]
+struct ScanAvx2<'a> {
+    simd: pulp::x86::V3,
+    clumps: &'a [Arc<Clump>],
+    from: usize,
+    to: usize,
+    query: &'a QueryCodes,
+    wanted: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl pulp::NullaryFnOnce for ScanAvx2<'_> {
+    type Output = Smallest<Estimate>;
+
+    // Inlined into the function `vectorize` compiles with AVX2, down to the
+    // intrinsics.
+    #[inline(always)]
+    fn call(self) -> Smallest<Estimate> {
+        let half = nibble_row(self.query.unit.len());
+        let codes = &self.query.codes;
+        let mut lanes = LanesAvx2::new(self.simd, &codes[..half], &codes[half..]);
+        scan_with(
+            self.clumps,
+            self.from,
+            self.to,
+            self.query,
+            self.wanted,
+            &mut lanes,
+        )
+    }
+}
+
+/// [`RowDot`] with AVX2: 32 bytes of codes (64 dimensions) at a time, split
+/// into their low and high nibbles and multiplied with the query's codes, pairs
+/// added, in two instructions (`vpmaddubsw`, `vpmaddwd`). Needs rows of a
+/// multiple of 32 bytes.
+#[cfg(target_arch = "x86_64")]
+struct LanesAvx2 {
+    simd: pulp::x86::V3,
+    /// The query's codes for the low nibbles and for the high ones, 32 a lane.
+    low: Vec<std::arch::x86_64::__m256i>,
+    high: Vec<std::arch::x86_64::__m256i>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl LanesAvx2 {
+    #[inline(always)]
+    fn new(simd: pulp::x86::V3, low: &[i8], high: &[i8]) -> LanesAvx2 {
+        let lanes = |codes: &[i8]| {
+            codes
+                .chunks_exact(32)
+                .map(|c| pulp::bytemuck::cast(<[i8; 32]>::try_from(c).unwrap_or([0; 32])))
+                .collect()
+        };
+        LanesAvx2 {
+            simd,
+            low: lanes(low),
+            high: lanes(high),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RowDot for LanesAvx2 {
+    #[inline(always)]
+    fn row_dot(&mut self, nibbles: &[u8]) -> i32 {
+        use std::arch::x86_64::__m256i;
+        let (avx, avx2) = (self.simd.avx, self.simd.avx2);
+        let nibble = avx._mm256_set1_epi8(15);
+        let ones = avx._mm256_set1_epi16(1);
+        let mut sums = avx._mm256_setzero_si256();
+        for ((bytes, low), high) in nibbles.chunks_exact(32).zip(&self.low).zip(&self.high) {
+            let bytes: __m256i =
+                pulp::bytemuck::cast(<[u8; 32]>::try_from(bytes).unwrap_or([8; 32]));
+            let lows = avx2._mm256_and_si256(bytes, nibble);
+            let highs = avx2._mm256_and_si256(avx2._mm256_srli_epi16::<4>(bytes), nibble);
+            // Each pair at most 2 · 15 · 127: no saturation.
+            let pairs = avx2._mm256_add_epi16(
+                avx2._mm256_maddubs_epi16(lows, *low),
+                avx2._mm256_maddubs_epi16(highs, *high),
+            );
+            sums = avx2._mm256_add_epi32(sums, avx2._mm256_madd_epi16(pairs, ones));
+        }
+        let sums: [i32; 8] = pulp::bytemuck::cast(sums);
+        sums.iter().sum()
+    }
+}
+
+/// The scan itself, with `rows` for the dot products.
+#[inline(always)]
+fn scan_with(
+    clumps: &[Arc<Clump>],
+    from: usize,
+    to: usize,
+    query: &QueryCodes,
+    wanted: usize,
+    rows: &mut impl RowDot,
+) -> Smallest<Estimate> {
     let dimensions = query.unit.len();
     let half = nibble_row(dimensions);
     let mut nearest = Smallest::new(wanted);
-    // A row's codes, unpacked: the dot product then runs over plain bytes.
-    let mut unpacked = vec![0i8; 2 * half];
     for (c, clump) in clumps.iter().enumerate().take(to).skip(from) {
         if clump.dimensions != dimensions || clump.is_empty() {
             continue;
         }
         let to_centroid = dot(&query.unit, &clump.centroid);
         for (row, nibbles) in clump.nibbles.chunks_exact(half).enumerate() {
-            let (low, high) = unpacked.split_at_mut(half);
-            for ((l, h), &byte) in low.iter_mut().zip(high.iter_mut()).zip(nibbles) {
-                *l = (byte & 15) as i8 - 8;
-                *h = (byte >> 4) as i8 - 8;
-            }
-            let offset = dot_codes(&query.codes, &unpacked) as f32 * query.scale;
-            let cosine = to_centroid + offset * clump.scales[row];
+            let codes_dot = rows.row_dot(nibbles) - 8 * query.code_sum;
+            let cosine = to_centroid + codes_dot as f32 * query.scale * clump.scales[row];
             nearest.offer(Estimate {
                 distance: 1.0 - cosine,
                 clump: c as u32,
@@ -459,22 +604,15 @@ impl<T: Ord> Smallest<T> {
     }
 }
 
-/// The dot product of the query's codes and a row's, summed in i32 within parts
-/// of 16,000 dimensions (see [`QUERY_CODE_MAX`]): written as a plain sum, which
-/// integers may add in any order, so the compiler pairs the products up in
-/// multiply-add instructions.
+/// The dot product of the query's codes and a row's unpacked codes (each at
+/// most 127 · 15: an i32 holds a million dimensions of them), written as a plain
+/// sum, which integers may add in any order, so the compiler pairs the products
+/// up in multiply-add instructions.
 #[inline(always)]
-fn dot_codes(a: &[i16], b: &[i8]) -> i64 {
-    a.chunks(16_000)
-        .zip(b.chunks(16_000))
-        .map(|(a, b)| {
-            let part: i32 = a
-                .iter()
-                .zip(b)
-                .map(|(&x, &y)| i32::from(x) * i32::from(y))
-                .sum();
-            i64::from(part)
-        })
+fn dot_codes(a: &[i8], b: &[u8]) -> i32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
         .sum()
 }
 
@@ -1029,31 +1167,37 @@ mod tests {
 
     #[test]
     fn the_scan_at_the_cpus_level_estimates_as_the_plain_scan_does() {
-        // The dispatched scan is the same code compiled for wider registers: the
-        // integer dot products are exact and the rest is the same f32 operations,
-        // so each member's estimate must come out bit for bit the same.
-        let mut noise = noise(11);
-        // 389 dimensions: the tails past the vector lanes are scanned too.
-        let members: Vec<(TextKey, Vec<f32>)> = (0..500u32)
-            .map(|i| {
-                let mut bytes = [0u8; 32];
-                bytes[..4].copy_from_slice(&i.to_be_bytes());
-                let v: Vec<f32> = (0..389).map(|_| noise()).collect();
-                (TextKey::from_stored(&bytes).unwrap(), unit(&v))
-            })
-            .collect();
-        let clumps = vec![Arc::new(Clump::new(1, members))];
-        let query: Vec<f32> = (0..389).map(|_| noise()).collect();
-        let query = QueryCodes::new(&query).unwrap();
-        let bits = |part: Smallest<Estimate>| -> Vec<(u32, u32)> {
-            part.into_sorted()
-                .iter()
-                .map(|e| (e.distance.to_bits(), e.row))
-                .collect()
-        };
-        let widest = bits(scan_widest(&clumps, 0, 1, &query, 100));
-        assert_eq!(widest.len(), 100);
-        assert_eq!(widest, bits(scan(&clumps, 0, 1, &query, 100)));
+        // The AVX2 scan (384 dimensions: rows of 6 lanes of 32 bytes) and the
+        // dispatched one (389: odd, with tails past the vector lanes) compute the
+        // same integer dot products and the same f32 operations as the plain
+        // scan, so each member's estimate must come out bit for bit the same.
+        for dimensions in [384, 389] {
+            let mut noise = noise(11);
+            let members: Vec<(TextKey, Vec<f32>)> = (0..500u32)
+                .map(|i| {
+                    let mut bytes = [0u8; 32];
+                    bytes[..4].copy_from_slice(&i.to_be_bytes());
+                    let v: Vec<f32> = (0..dimensions).map(|_| noise()).collect();
+                    (TextKey::from_stored(&bytes).unwrap(), unit(&v))
+                })
+                .collect();
+            let clumps = vec![Arc::new(Clump::new(1, members))];
+            let query: Vec<f32> = (0..dimensions).map(|_| noise()).collect();
+            let query = QueryCodes::new(&query).unwrap();
+            let bits = |part: Smallest<Estimate>| -> Vec<(u32, u32)> {
+                part.into_sorted()
+                    .iter()
+                    .map(|e| (e.distance.to_bits(), e.row))
+                    .collect()
+            };
+            let widest = bits(scan_widest(&clumps, 0, 1, &query, 100));
+            assert_eq!(widest.len(), 100);
+            assert_eq!(
+                widest,
+                bits(scan(&clumps, 0, 1, &query, 100)),
+                "{dimensions}"
+            );
+        }
         let level = scan_level();
         if cfg!(target_arch = "x86_64") {
             assert!(["V4", "V3", "Scalar"].contains(&level.as_str()), "{level}");

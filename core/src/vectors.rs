@@ -431,10 +431,10 @@ pub async fn nearest_texts(
     ef_search: u32,
 ) -> Result<Vec<NearText>, StoreError> {
     let ef_search = ef_search.max(n);
-    search_settings(conn, Some(ef_search)).await?;
     let found = match clumps {
         Some(cache) => nearest_texts_with_cache(conn, cache, query, n, ef_search).await?,
         None => {
+            search_settings(conn, Some(ef_search)).await?;
             let rows: Vec<(Vec<u8>, f64)> = sqlx::query_as(&format!(
                 "WITH {NEAREST_TEXTS} SELECT text_key, distance FROM near ORDER BY distance"
             ))
@@ -459,6 +459,7 @@ pub async fn nearest_texts(
 
 /// [`nearest_texts`] with the representatives ranked and the members of held
 /// clumps scored from `cache`: the texts and their distances, nearest first.
+/// Sets `plan_cache_mode` (only) when PostgreSQL scores missed clumps.
 ///
 /// The representatives are ranked exactly in memory (all of them, at the
 /// generation last read); the statement that reads the chosen clumps' revisions
@@ -512,6 +513,7 @@ async fn nearest_texts_with_cache(
     }
     let started = Instant::now();
     if !missing.is_empty() {
+        search_settings(conn, None).await?;
         let literal = vector_literal(query);
         let scored: Vec<(Vec<u8>, f64)> = sqlx::query_as(NEAREST_MEMBERS)
             .bind(&literal)
@@ -692,10 +694,10 @@ pub async fn nearest(
     events: u32,
 ) -> Result<Vec<Neighbour>, StoreError> {
     let ef_search = ef_search.max(texts);
-    search_settings(conn, Some(ef_search)).await?;
     let rows: Vec<(Uuid, DateTime<Utc>, f64)> = match clumps {
         Some(cache) => {
             let near = nearest_texts_with_cache(conn, cache, query, texts, ef_search).await?;
+            search_settings(conn, None).await?;
             let keys: Vec<Vec<u8>> = near.iter().map(|(k, _)| k.as_bytes().to_vec()).collect();
             let distances: Vec<f64> = near.iter().map(|(_, d)| *d).collect();
             sqlx::query_as(&format!(
@@ -711,6 +713,7 @@ pub async fn nearest(
             .await?
         }
         None => {
+            search_settings(conn, Some(ef_search)).await?;
             // MATERIALIZED keeps the representatives one HNSW scan, done before the
             // expansions.
             sqlx::query_as(&format!(
