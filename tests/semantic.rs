@@ -670,6 +670,24 @@ async fn near_copies_join_a_representative() {
         1
     );
     assert_eq!(small.stats().clumps, 1);
+
+    // A clump whose members all went keeps its row (at a new revision): the
+    // cache holds it empty after a fill, so searches stop missing it.
+    sqlx::query("DELETE FROM embedding_texts WHERE text_key = $1")
+        .bind(key(3).as_bytes())
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let write_query = embedder.embed(write).unwrap();
+    top_texts(&env.pool, Some(&cache), &write_query, 4).await;
+    assert!(cache.has_wanted(), "the emptied clump changed");
+    // (The login clump too: it changed when key 1 rejoined it.)
+    assert_eq!(fill_clump_cache(&env.pool, &cache).await.unwrap(), 2);
+    let misses = cache.stats().misses;
+    let near = top_texts(&env.pool, Some(&cache), &write_query, 4).await;
+    assert_eq!(near[0].key, key(2), "{near:?}");
+    assert!(near.iter().all(|n| n.key != key(3)), "{near:?}");
+    assert_eq!(cache.stats().misses, misses, "held, empty");
     env.cleanup().await;
 }
 

@@ -401,11 +401,13 @@ const CLUMP_REVISIONS: &str = "\
     LEFT JOIN embedding_clumps c ON c.representative = ANY($1)";
 
 /// The members of the clumps of the representatives `$1`, with their clumps'
-/// revisions read in the same snapshot.
+/// revisions read in the same snapshot; a clump left without members (its row
+/// stays, at a new revision) comes back as one row without a member.
 const CLUMP_MEMBERS: &str = "\
-    SELECT m.representative, c.revision, m.text_key, m.embedding \
-    FROM embedding_texts m JOIN embedding_clumps c ON c.representative = m.representative \
-    WHERE m.representative = ANY($1)";
+    SELECT c.representative, c.revision, m.text_key, m.embedding \
+    FROM embedding_clumps c \
+    LEFT JOIN embedding_texts m ON m.representative = c.representative \
+    WHERE c.representative = ANY($1)";
 
 /// The `$3` members nearest to `$1` of the clumps of the representatives `$2`, by
 /// PostgreSQL's exact distance.
@@ -479,8 +481,11 @@ async fn nearest_texts_with_cache(
         None => read_representatives(conn, cache).await?,
     };
     let mut reread = false;
+    let mut ranked_ms = 0.0;
     let (chosen, revisions) = loop {
+        let ranking = Instant::now();
         let chosen = representatives.nearest(query, ef_search as usize);
+        ranked_ms += ms_since(ranking);
         let keys: Vec<TextKey> = chosen.iter().map(|(key, _)| *key).collect();
         let rows: Vec<(i64, Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(CLUMP_REVISIONS)
             .bind(stored_keys(&keys))
@@ -534,6 +539,7 @@ async fn nearest_texts_with_cache(
         representatives = representatives.len(),
         reread,
         chosen = chosen.len(),
+        ranked_ms,
         representatives_ms,
         missed = missing.len(),
         missed_ms,
@@ -587,22 +593,25 @@ pub async fn fill_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize
         if wanted.is_empty() {
             return Ok(read);
         }
-        let rows: Vec<(Vec<u8>, i64, Vec<u8>, StoredVector)> = sqlx::query_as(CLUMP_MEMBERS)
-            .bind(stored_keys(&wanted))
-            .fetch_all(pool)
-            .await?;
-        // Each clump's revision and members.
+        let rows: Vec<(Vec<u8>, i64, Option<Vec<u8>>, Option<StoredVector>)> =
+            sqlx::query_as(CLUMP_MEMBERS)
+                .bind(stored_keys(&wanted))
+                .fetch_all(pool)
+                .await?;
+        // Each clump's revision and members (none for a clump left empty: held
+        // as such, so searches stop missing it).
         let mut members: HashMap<TextKey, (i64, Vec<ClumpMember>)> = HashMap::new();
         for (representative, revision, key, vector) in rows {
-            if let (Some(representative), Some(key)) = (
-                TextKey::from_stored(&representative),
-                TextKey::from_stored(&key),
-            ) {
-                members
-                    .entry(representative)
-                    .or_insert_with(|| (revision, Vec::new()))
-                    .1
-                    .push((key, vector.0));
+            let Some(representative) = TextKey::from_stored(&representative) else {
+                continue;
+            };
+            let clump = members
+                .entry(representative)
+                .or_insert_with(|| (revision, Vec::new()));
+            if let (Some(key), Some(vector)) =
+                (key.as_deref().and_then(TextKey::from_stored), vector)
+            {
+                clump.1.push((key, vector.0));
             }
         }
         read += members.len();
