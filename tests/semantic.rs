@@ -629,16 +629,28 @@ async fn near_copies_join_a_representative() {
     assert_eq!(cache.stats().representatives, 3);
     // Members joining a clump leave the representatives' generation as it was.
     let generation = || async {
-        sqlx::query_scalar::<_, i64>("SELECT generation FROM embedding_representatives_generation")
+        sqlx::query_scalar::<_, i64>("SELECT representatives FROM embedding_generations")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap()
+    };
+    let clumps_generation = || async {
+        sqlx::query_scalar::<_, i64>("SELECT clumps FROM embedding_generations")
             .fetch_one(&env.pool)
             .await
             .unwrap()
     };
     let before = generation().await;
+    let clumps_before = clumps_generation().await;
     let mut rejoined = vector(1);
     rejoined.representative = Some(key(0));
-    write_texts(&store, &provenance, vec![rejoined]).await;
+    write_texts(&store, &provenance, vec![rejoined.clone()]).await;
     assert_eq!(generation().await, before);
+    let clumps_after = clumps_generation().await;
+    assert_ne!(clumps_after, clumps_before, "a clump changed");
+    // Writing it again changes no row, and no generation.
+    write_texts(&store, &provenance, vec![rejoined]).await;
+    assert_eq!(clumps_generation().await, clumps_after);
     sqlx::query("DELETE FROM embedding_texts WHERE text_key = $1")
         .bind(TextKey::of(&provenance, far).as_bytes())
         .execute(&env.pool)

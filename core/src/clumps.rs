@@ -699,7 +699,35 @@ impl NearestTexts {
     }
 }
 
-/// The representatives at one generation (`embedding_representatives_generation`):
+/// Every clump's revision at one generation of the clumps
+/// (`embedding_generations`).
+#[derive(Debug)]
+pub struct ClumpRevisions {
+    generation: i64,
+    revisions: HashMap<TextKey, i64>,
+}
+
+impl ClumpRevisions {
+    /// The revisions read at `generation`.
+    pub fn new(generation: i64, revisions: HashMap<TextKey, i64>) -> ClumpRevisions {
+        ClumpRevisions {
+            generation,
+            revisions,
+        }
+    }
+
+    /// The generation they were read at.
+    pub fn generation(&self) -> i64 {
+        self.generation
+    }
+
+    /// The revision of the clump of `representative` (none: it has no members).
+    pub fn get(&self, representative: &TextKey) -> Option<i64> {
+        self.revisions.get(representative).copied()
+    }
+}
+
+/// The representatives at one generation (`embedding_generations`):
 /// their keys and vectors, to rank them all exactly in memory.
 #[derive(Debug)]
 pub struct Representatives {
@@ -828,6 +856,8 @@ pub struct ClumpCache {
     filling: AtomicBool,
     /// The representatives as last read.
     representatives: Mutex<Option<Arc<Representatives>>>,
+    /// The clumps' revisions as last read.
+    revisions: Mutex<Option<Arc<ClumpRevisions>>>,
 }
 
 #[derive(Debug, Default)]
@@ -860,7 +890,24 @@ impl ClumpCache {
             misses: AtomicU64::new(0),
             filling: AtomicBool::new(false),
             representatives: Mutex::new(None),
+            revisions: Mutex::new(None),
         }
+    }
+
+    /// The clumps' revisions as last read, if they were.
+    pub fn revisions(&self) -> Option<Arc<ClumpRevisions>> {
+        self.revisions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Keeps `revisions` as the last read.
+    pub fn set_revisions(&self, revisions: Arc<ClumpRevisions>) {
+        *self
+            .revisions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(revisions);
     }
 
     /// The representatives as last read, if they were.

@@ -33,7 +33,9 @@ use sqlx::postgres::{PgTypeInfo, PgValueRef};
 use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use crate::clumps::{score_clumps, Clump, ClumpCache, NearestTexts, Representatives};
+use crate::clumps::{
+    score_clumps, Clump, ClumpCache, ClumpRevisions, NearestTexts, Representatives,
+};
 use crate::grouping::{self, GroupingConfig};
 use crate::store::{record_offsets, Batch, Store, StoreError, WriteSummary};
 
@@ -385,20 +387,22 @@ const NEAREST_TEXTS: &str = "\
             WHERE t.representative IS NOT NULL) clumps \
         ORDER BY distance LIMIT $2)";
 
+/// The generations of the representatives and of the clumps
+/// (`embedding_generations`).
+const GENERATIONS: &str = "SELECT representatives, clumps FROM embedding_generations";
+
 /// Every representative with its vector, and the generation of the set, in one
 /// snapshot (one row of nulls when there are none).
 const ALL_REPRESENTATIVES: &str = "\
-    SELECT g.generation, t.text_key, t.embedding \
-    FROM embedding_representatives_generation g \
+    SELECT g.representatives, t.text_key, t.embedding \
+    FROM embedding_generations g \
     LEFT JOIN embedding_texts t ON t.representative IS NULL";
 
-/// The revisions of the clumps of the representatives `$1` (those with members),
-/// with the generation of the set of representatives, in one snapshot (one row
-/// with only the generation when none has members).
-const CLUMP_REVISIONS: &str = "\
-    SELECT g.generation, c.representative, c.revision \
-    FROM embedding_representatives_generation g \
-    LEFT JOIN embedding_clumps c ON c.representative = ANY($1)";
+/// Every clump's revision, and the generation of the clumps, in one snapshot
+/// (one row of nulls when there are none).
+const ALL_REVISIONS: &str = "\
+    SELECT g.clumps, c.representative, c.revision \
+    FROM embedding_generations g LEFT JOIN embedding_clumps c ON true";
 
 /// The members of the clumps of the representatives `$1`, with their clumps'
 /// revisions read in the same snapshot; a clump left without members (its row
@@ -463,11 +467,9 @@ pub async fn nearest_texts(
 /// clumps scored from `cache`: the texts and their distances, nearest first.
 /// Sets `plan_cache_mode` (only) when PostgreSQL scores missed clumps.
 ///
-/// The representatives are ranked exactly in memory (all of them, at the
-/// generation last read); the statement that reads the chosen clumps' revisions
-/// reads the generation too, and when it moved on the representatives are read
-/// again and ranked again (once: a set that moves on again meanwhile is used as
-/// read).
+/// The representatives are ranked exactly in memory, all of them, and the
+/// chosen clumps are taken at the revisions held in memory: one statement reads
+/// the generations of both, and what moved on is read again first.
 async fn nearest_texts_with_cache(
     conn: &mut PgConnection,
     cache: &ClumpCache,
@@ -476,40 +478,26 @@ async fn nearest_texts_with_cache(
     ef_search: u32,
 ) -> Result<Vec<(TextKey, f64)>, StoreError> {
     let started = Instant::now();
-    let mut representatives = match cache.representatives() {
-        Some(held) => held,
-        None => read_representatives(conn, cache).await?,
+    let (representatives_generation, clumps_generation): (i64, i64) =
+        sqlx::query_as(GENERATIONS).fetch_one(&mut *conn).await?;
+    let (representatives, representatives_read) = match cache.representatives() {
+        Some(held) if held.generation() == representatives_generation => (held, false),
+        _ => (read_representatives(conn, cache).await?, true),
     };
-    let mut reread = false;
-    let mut ranked_ms = 0.0;
-    let (chosen, revisions) = loop {
-        let ranking = Instant::now();
-        let chosen = representatives.nearest(query, ef_search as usize);
-        ranked_ms += ms_since(ranking);
-        let keys: Vec<TextKey> = chosen.iter().map(|(key, _)| *key).collect();
-        let rows: Vec<(i64, Option<Vec<u8>>, Option<i64>)> = sqlx::query_as(CLUMP_REVISIONS)
-            .bind(stored_keys(&keys))
-            .fetch_all(&mut *conn)
-            .await?;
-        let generation = rows.first().map(|(generation, _, _)| *generation);
-        if generation != Some(representatives.generation()) && !reread {
-            representatives = read_representatives(conn, cache).await?;
-            reread = true;
-            continue;
-        }
-        let revisions: HashMap<TextKey, i64> = rows
-            .into_iter()
-            .filter_map(|(_, key, revision)| Some((TextKey::from_stored(&key?)?, revision?)))
-            .collect();
-        break (chosen, revisions);
+    let (revisions, revisions_read) = match cache.revisions() {
+        Some(held) if held.generation() == clumps_generation => (held, false),
+        _ => (read_revisions(conn, cache).await?, true),
     };
+    let ranking = Instant::now();
+    let chosen = representatives.nearest(query, ef_search as usize);
+    let ranked_ms = ms_since(ranking);
     let representatives_ms = ms_since(started);
     let mut nearest = NearestTexts::new(n as usize);
     let mut held: Vec<Arc<Clump>> = Vec::new();
     let mut missing: Vec<Vec<u8>> = Vec::new();
     for (representative, distance) in &chosen {
         nearest.offer(*representative, *distance);
-        if let Some(&revision) = revisions.get(representative) {
+        if let Some(revision) = revisions.get(representative) {
             match cache.get(representative, revision) {
                 Some(clump) => held.push(clump),
                 None => missing.push(representative.as_bytes().to_vec()),
@@ -537,7 +525,8 @@ async fn nearest_texts_with_cache(
     let scored = score_clumps(&held, query, &mut nearest);
     tracing::debug!(
         representatives = representatives.len(),
-        reread,
+        representatives_read,
+        revisions_read,
         chosen = chosen.len(),
         ranked_ms,
         representatives_ms,
@@ -550,6 +539,24 @@ async fn nearest_texts_with_cache(
         "nearest texts: representatives and held clumps in memory, missed clumps by PostgreSQL"
     );
     Ok(nearest.into_sorted())
+}
+
+/// Reads every clump's revision into `cache`, and returns them.
+async fn read_revisions(
+    conn: &mut PgConnection,
+    cache: &ClumpCache,
+) -> Result<Arc<ClumpRevisions>, StoreError> {
+    let rows: Vec<(i64, Option<Vec<u8>>, Option<i64>)> =
+        sqlx::query_as(ALL_REVISIONS).fetch_all(&mut *conn).await?;
+    let generation = rows.first().map_or(0, |(generation, _, _)| *generation);
+    let read = Arc::new(ClumpRevisions::new(
+        generation,
+        rows.into_iter()
+            .filter_map(|(_, key, revision)| Some((TextKey::from_stored(&key?)?, revision?)))
+            .collect(),
+    ));
+    cache.set_revisions(Arc::clone(&read));
+    Ok(read)
 }
 
 /// Reads every representative with its vector into `cache`, and returns them.
@@ -622,7 +629,7 @@ pub async fn fill_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize
 }
 
 /// Fills `cache` at a server's start, before the searches miss: the
-/// representatives, then the largest
+/// representatives and the clumps' revisions, then the largest
 /// clumps first (PostgreSQL scores a member at ~1.3 µs, so they cost a search the
 /// most) until they would take 90% of its capacity, then reads them
 /// ([`fill_clump_cache`]). Returns how many clumps it read.
@@ -635,7 +642,10 @@ pub async fn warm_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize
     )
     .fetch_all(pool)
     .await?;
-    read_representatives(&mut *pool.acquire().await?, cache).await?;
+    let mut conn = pool.acquire().await?;
+    read_representatives(&mut conn, cache).await?;
+    read_revisions(&mut conn, cache).await?;
+    drop(conn);
     let mut room = cache.capacity() - cache.capacity() / 10;
     let mut wanted = Vec::new();
     for (representative, members, dimensions) in sizes {
