@@ -354,10 +354,10 @@ pub fn scan_level() -> String {
     arch.split('(').next().unwrap_or_default().to_owned()
 }
 
-/// The scan at the widest the CPU has: with AVX2's byte multiply-add where
-/// there is AVX2 and the rows split into 32-byte lanes (MiniLM's 384 dimensions
-/// do), else [`scan`] compiled (by `pulp`) for each x86-64 level. The build
-/// itself targets plain x86-64.
+/// The scan at the widest the CPU has: with AVX-512's or AVX2's byte
+/// multiply-add where the CPU has them and the rows split into 64- or 32-byte
+/// lanes (MiniLM's 384 dimensions do), else [`scan`] compiled (by `pulp`) for
+/// each x86-64 level. The build itself targets plain x86-64.
 fn scan_widest(
     clumps: &[Arc<Clump>],
     from: usize,
@@ -366,16 +366,32 @@ fn scan_widest(
     wanted: usize,
 ) -> Smallest<Estimate> {
     #[cfg(target_arch = "x86_64")]
-    if nibble_row(query.unit.len()) % 32 == 0 {
-        if let Some(simd) = pulp::x86::V3::try_new() {
-            return simd.vectorize(ScanAvx2 {
-                simd,
-                clumps,
-                from,
-                to,
-                query,
-                wanted,
-            });
+    {
+        let half = nibble_row(query.unit.len());
+        let (low, high) = query.codes.split_at(half);
+        if half % 64 == 0 {
+            if let Some(simd) = pulp::x86::V4::try_new() {
+                return simd.vectorize(ScanWith {
+                    rows: LanesAvx512::new(simd, low, high),
+                    clumps,
+                    from,
+                    to,
+                    query,
+                    wanted,
+                });
+            }
+        }
+        if half % 32 == 0 {
+            if let Some(simd) = pulp::x86::V3::try_new() {
+                return simd.vectorize(ScanWith {
+                    rows: LanesAvx2::new(simd, low, high),
+                    clumps,
+                    from,
+                    to,
+                    query,
+                    wanted,
+                });
+            }
         }
     }
     pulp::Arch::new().dispatch(ScanPart {
@@ -448,10 +464,11 @@ impl RowDot for Unpacked<'_> {
     }
 }
 
-/// [`scan`] with AVX2, for [`pulp::x86::V3::vectorize`].
+/// [`scan_with`] as one call, for `vectorize` of [`pulp::x86::V3`] or
+/// [`pulp::x86::V4`], which compiles it with their instructions.
 #[cfg(target_arch = "x86_64")]
-struct ScanAvx2<'a> {
-    simd: pulp::x86::V3,
+struct ScanWith<'a, R> {
+    rows: R,
     clumps: &'a [Arc<Clump>],
     from: usize,
     to: usize,
@@ -460,24 +477,73 @@ struct ScanAvx2<'a> {
 }
 
 #[cfg(target_arch = "x86_64")]
-impl pulp::NullaryFnOnce for ScanAvx2<'_> {
+impl<R: RowDot> pulp::NullaryFnOnce for ScanWith<'_, R> {
     type Output = Smallest<Estimate>;
 
-    // Inlined into the function `vectorize` compiles with AVX2, down to the
-    // intrinsics.
+    // Inlined into the function `vectorize` compiles with the level's features,
+    // down to the intrinsics.
     #[inline(always)]
-    fn call(self) -> Smallest<Estimate> {
-        let half = nibble_row(self.query.unit.len());
-        let codes = &self.query.codes;
-        let mut lanes = LanesAvx2::new(self.simd, &codes[..half], &codes[half..]);
+    fn call(mut self) -> Smallest<Estimate> {
         scan_with(
             self.clumps,
             self.from,
             self.to,
             self.query,
             self.wanted,
-            &mut lanes,
+            &mut self.rows,
         )
+    }
+}
+
+/// [`RowDot`] with AVX-512: [`LanesAvx2`]'s work on 64 bytes of codes (128
+/// dimensions) at a time. Needs rows of a multiple of 64 bytes.
+#[cfg(target_arch = "x86_64")]
+struct LanesAvx512 {
+    simd: pulp::x86::V4,
+    /// The query's codes for the low nibbles and for the high ones, 64 a lane.
+    low: Vec<std::arch::x86_64::__m512i>,
+    high: Vec<std::arch::x86_64::__m512i>,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl LanesAvx512 {
+    fn new(simd: pulp::x86::V4, low: &[i8], high: &[i8]) -> LanesAvx512 {
+        let lanes = |codes: &[i8]| {
+            codes
+                .chunks_exact(64)
+                .map(|c| pulp::bytemuck::cast(<[i8; 64]>::try_from(c).unwrap_or([0; 64])))
+                .collect()
+        };
+        LanesAvx512 {
+            simd,
+            low: lanes(low),
+            high: lanes(high),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RowDot for LanesAvx512 {
+    #[inline(always)]
+    fn row_dot(&mut self, nibbles: &[u8]) -> i32 {
+        use std::arch::x86_64::__m512i;
+        let (f, bw) = (self.simd.avx512f, self.simd.avx512bw);
+        let nibble = f._mm512_set1_epi8(15);
+        let ones = f._mm512_set1_epi16(1);
+        let mut sums = f._mm512_setzero_si512();
+        for ((bytes, low), high) in nibbles.chunks_exact(64).zip(&self.low).zip(&self.high) {
+            let bytes: __m512i =
+                pulp::bytemuck::cast(<[u8; 64]>::try_from(bytes).unwrap_or([8; 64]));
+            let lows = f._mm512_and_si512(bytes, nibble);
+            let highs = f._mm512_and_si512(bw._mm512_srli_epi16::<4>(bytes), nibble);
+            // Each pair at most 2 · 15 · 127: no saturation.
+            let pairs = bw._mm512_add_epi16(
+                bw._mm512_maddubs_epi16(lows, *low),
+                bw._mm512_maddubs_epi16(highs, *high),
+            );
+            sums = f._mm512_add_epi32(sums, bw._mm512_madd_epi16(pairs, ones));
+        }
+        f._mm512_reduce_add_epi32(sums)
     }
 }
 
@@ -495,7 +561,6 @@ struct LanesAvx2 {
 
 #[cfg(target_arch = "x86_64")]
 impl LanesAvx2 {
-    #[inline(always)]
     fn new(simd: pulp::x86::V3, low: &[i8], high: &[i8]) -> LanesAvx2 {
         let lanes = |codes: &[i8]| {
             codes
@@ -728,7 +793,7 @@ impl ClumpRevisions {
 }
 
 /// The representatives at one generation (`embedding_generations`):
-/// their keys and vectors, to rank them all exactly in memory.
+/// their keys and vectors, to rank them all in memory.
 #[derive(Debug)]
 pub struct Representatives {
     generation: i64,
@@ -738,27 +803,44 @@ pub struct Representatives {
     vectors: Vec<f32>,
     /// 1 / |v| of each vector.
     inverse_norms: Vec<f32>,
+    /// Each direction v / |v| as `round(u / scale)`, row by row: a quarter of the
+    /// bytes to read for the first ranking.
+    codes: Vec<i8>,
+    /// Each row's scale: max |u_i| / 127.
+    scales: Vec<f32>,
 }
+
+/// Representatives ranked exactly past the `n` nearest by codes, so that one
+/// the codes put just past them is still ranked by its exact distance (the
+/// codes' error is ~1e-3; neighbours on the benchmark are further apart).
+const REPRESENTATIVES_RANKED_BEYOND: usize = 64;
 
 impl Representatives {
     /// The representatives read at `generation`. Vectors of another length than
     /// the first are left out.
     pub fn new(generation: i64, representatives: Vec<(TextKey, Vec<f32>)>) -> Representatives {
         let dimensions = representatives.first().map_or(0, |(_, v)| v.len());
+        let rows = representatives.len();
         let mut read = Representatives {
             generation,
-            keys: Vec::with_capacity(representatives.len()),
+            keys: Vec::with_capacity(rows),
             dimensions,
-            vectors: Vec::with_capacity(representatives.len() * dimensions),
-            inverse_norms: Vec::with_capacity(representatives.len()),
+            vectors: Vec::with_capacity(rows * dimensions),
+            inverse_norms: Vec::with_capacity(rows),
+            codes: Vec::with_capacity(rows * dimensions),
+            scales: Vec::with_capacity(rows),
         };
         for (key, vector) in representatives {
             if vector.len() != dimensions {
                 continue;
             }
             let norm = dot(&vector, &vector).sqrt();
-            read.inverse_norms
-                .push(if norm > 0.0 { 1.0 / norm } else { 0.0 });
+            let inverse_norm = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+            let unit: Vec<f32> = vector.iter().map(|x| x * inverse_norm).collect();
+            let (codes, scale) = byte_codes(&unit);
+            read.codes.extend_from_slice(&codes);
+            read.scales.push(scale);
+            read.inverse_norms.push(inverse_norm);
             read.keys.push(key);
             read.vectors.extend_from_slice(&vector);
         }
@@ -780,14 +862,16 @@ impl Representatives {
         self.keys.is_empty()
     }
 
-    /// The `n` nearest to `query` by exact cosine distance, nearest first (none
-    /// for the zero vector or another dimension).
+    /// The `n` nearest to `query`, nearest first, at their exact cosine distances
+    /// (none for the zero vector or another dimension): all ranked by 8-bit codes,
+    /// the nearest `n` + 64 of those by their vectors.
     pub fn nearest(&self, query: &[f32], n: usize) -> Vec<(TextKey, f64)> {
         let mut nearest = NearestTexts::new(n);
         if let Some(query) = QueryCodes::new(query).filter(|q| q.unit.len() == self.dimensions) {
             pulp::Arch::new().dispatch(RankRepresentatives {
                 representatives: self,
                 query: &query.unit,
+                ranked: n + REPRESENTATIVES_RANKED_BEYOND,
                 nearest: &mut nearest,
             });
         }
@@ -795,12 +879,25 @@ impl Representatives {
     }
 }
 
-/// Offers every representative at its exact distance, with the widest vector
-/// instructions the CPU has.
+/// `unit` as 8-bit codes, `round(u_i / scale)` with scale max |u_i| / 127, and
+/// the scale.
+fn byte_codes(unit: &[f32]) -> (Vec<i8>, f32) {
+    let largest = unit.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let scale = largest / 127.0;
+    let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    (
+        unit.iter().map(|x| (x * inverse).round() as i8).collect(),
+        scale,
+    )
+}
+
+/// Ranks the representatives by codes, then offers the `ranked` nearest at
+/// their exact distances, with the widest vector instructions the CPU has.
 struct RankRepresentatives<'a> {
     representatives: &'a Representatives,
     /// The query's direction.
     query: &'a [f32],
+    ranked: usize,
     nearest: &'a mut NearestTexts,
 }
 
@@ -809,19 +906,30 @@ impl pulp::WithSimd for RankRepresentatives<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
-        let rows = self
-            .representatives
-            .vectors
-            .chunks_exact(self.representatives.dimensions.max(1));
-        for ((key, vector), inverse_norm) in self
-            .representatives
-            .keys
-            .iter()
-            .zip(rows)
-            .zip(&self.representatives.inverse_norms)
-        {
-            let similarity = f64::from(dot(self.query, vector)) * f64::from(*inverse_norm);
-            self.nearest.offer(*key, 1.0 - similarity.clamp(-1.0, 1.0));
+        let representatives = self.representatives;
+        let dimensions = representatives.dimensions.max(1);
+        let (query_codes, query_scale) = byte_codes(self.query);
+        let mut by_codes = Smallest::new(self.ranked);
+        for (row, codes) in representatives.codes.chunks_exact(dimensions).enumerate() {
+            let products: i32 = query_codes
+                .iter()
+                .zip(codes)
+                .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                .sum();
+            let cosine = products as f32 * query_scale * representatives.scales[row];
+            by_codes.offer(Estimate {
+                distance: 1.0 - cosine,
+                clump: 0,
+                row: row as u32,
+            });
+        }
+        for estimate in by_codes.kept.into_vec() {
+            let row = estimate.row as usize;
+            let vector = &representatives.vectors[row * dimensions..(row + 1) * dimensions];
+            let similarity =
+                f64::from(dot(self.query, vector)) * f64::from(representatives.inverse_norms[row]);
+            self.nearest
+                .offer(representatives.keys[row], 1.0 - similarity.clamp(-1.0, 1.0));
         }
     }
 }
@@ -1214,8 +1322,9 @@ mod tests {
 
     #[test]
     fn the_scan_at_the_cpus_level_estimates_as_the_plain_scan_does() {
-        // The AVX2 scan (384 dimensions: rows of 6 lanes of 32 bytes) and the
-        // dispatched one (389: odd, with tails past the vector lanes) compute the
+        // The AVX-512 and AVX2 scans (384 dimensions: rows of 3 lanes of 64 bytes,
+        // 6 of 32) and the dispatched one (389: odd, with tails past the vector
+        // lanes) compute the
         // same integer dot products and the same f32 operations as the plain
         // scan, so each member's estimate must come out bit for bit the same.
         for dimensions in [384, 389] {
@@ -1237,13 +1346,24 @@ mod tests {
                     .map(|e| (e.distance.to_bits(), e.row))
                     .collect()
             };
+            let plain = bits(scan(&clumps, 0, 1, &query, 100));
+            assert_eq!(plain.len(), 100);
             let widest = bits(scan_widest(&clumps, 0, 1, &query, 100));
-            assert_eq!(widest.len(), 100);
-            assert_eq!(
-                widest,
-                bits(scan(&clumps, 0, 1, &query, 100)),
-                "{dimensions}"
-            );
+            assert_eq!(widest, plain, "{dimensions}");
+            // Where the CPU has AVX-512 the widest is that; AVX2 on its own too.
+            #[cfg(target_arch = "x86_64")]
+            if let (Some(simd), 384) = (pulp::x86::V3::try_new(), dimensions) {
+                let (low, high) = query.codes.split_at(192);
+                let avx2 = simd.vectorize(ScanWith {
+                    rows: LanesAvx2::new(simd, low, high),
+                    clumps: &clumps,
+                    from: 0,
+                    to: 1,
+                    query: &query,
+                    wanted: 100,
+                });
+                assert_eq!(bits(avx2), plain);
+            }
         }
         let level = scan_level();
         if cfg!(target_arch = "x86_64") {
