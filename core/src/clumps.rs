@@ -369,7 +369,7 @@ fn scan_widest(
     {
         let half = nibble_row(query.unit.len());
         let (low, high) = query.codes.split_at(half);
-        if half % 64 == 0 {
+        if half.is_multiple_of(64) {
             if let Some(simd) = pulp::x86::V4::try_new() {
                 return simd.vectorize(ScanWith {
                     rows: LanesAvx512::new(simd, low, high),
@@ -381,7 +381,7 @@ fn scan_widest(
                 });
             }
         }
-        if half % 32 == 0 {
+        if half.is_multiple_of(32) {
             if let Some(simd) = pulp::x86::V3::try_new() {
                 return simd.vectorize(ScanWith {
                     rows: LanesAvx2::new(simd, low, high),

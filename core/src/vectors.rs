@@ -600,11 +600,10 @@ pub async fn fill_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize
         if wanted.is_empty() {
             return Ok(read);
         }
-        let rows: Vec<(Vec<u8>, i64, Option<Vec<u8>>, Option<StoredVector>)> =
-            sqlx::query_as(CLUMP_MEMBERS)
-                .bind(stored_keys(&wanted))
-                .fetch_all(pool)
-                .await?;
+        let rows: Vec<ClumpMemberRow> = sqlx::query_as(CLUMP_MEMBERS)
+            .bind(stored_keys(&wanted))
+            .fetch_all(pool)
+            .await?;
         // Each clump's revision and members (none for a clump left empty: held
         // as such, so searches stop missing it).
         let mut members: HashMap<TextKey, (i64, Vec<ClumpMember>)> = HashMap::new();
@@ -664,6 +663,10 @@ pub async fn warm_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize
 
 /// A clump member's key and vector, as read.
 type ClumpMember = (TextKey, Vec<f32>);
+
+/// A row of [`CLUMP_MEMBERS`]: representative, revision, and the member's key and
+/// vector (none for a clump without members).
+type ClumpMemberRow = (Vec<u8>, i64, Option<Vec<u8>>, Option<StoredVector>);
 
 /// A pgvector `vector` in its binary form: the dimension (int16), an unused
 /// int16, then that many float4, all big-endian.
