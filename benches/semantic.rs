@@ -617,7 +617,11 @@ async fn main() {
     // each search of the first round, as the server does; and an empty one for each
     // phrase: a search right after start, or with clumps that all changed).
     let cache_mb = support::env_or::<usize>("BENCH_CLUMP_CACHE_MB", 512);
-    let cache = ClumpCache::new(cache_mb * 1024 * 1024);
+    let scan_members = support::env_or::<usize>(
+        "BENCH_SCAN_MEMBERS",
+        palisade_core::clumps::DEFAULT_SCAN_MEMBERS,
+    );
+    let cache = ClumpCache::new(cache_mb * 1024 * 1024).with_scan_members(scan_members);
     let queries: Vec<Vec<f32>> = embedder.embed_batch(&PHRASES).unwrap();
     let (mut in_database_ms, mut in_memory_ms, mut cold_ms, mut exact_ms) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -640,7 +644,7 @@ async fn main() {
                 // The first round's in-memory answers come partly from PostgreSQL
                 // (the clumps not held yet); the next rounds' from the cache alone.
                 in_database.add(&by_database, &exact);
-                let empty = ClumpCache::new(cache.capacity());
+                let empty = ClumpCache::new(cache.capacity()).with_scan_members(scan_members);
                 cold_ms.push(timed_nearest_texts(&pool, Some(&empty), q, ef).await.1);
                 let started = Instant::now();
                 let read = vectors::fill_clump_cache(&pool, &cache).await.unwrap();
@@ -673,7 +677,7 @@ async fn main() {
         in_database.row()
     );
     println!(
-        "| in memory: all representatives ranked exactly, the nearest {ef} clumps' members by 4-bit codes, the nearest {} of those exactly | {m50:.2} ms | {m99:.2} ms | {} |",
+        "| in memory: clumps nearest by centroid until they hold {scan_members} members, scanned by 4-bit codes, the nearest {} of those exactly | {m50:.2} ms | {m99:.2} ms | {} |",
         palisade_core::clumps::members_scored_exactly(50),
         in_memory.row()
     );
@@ -721,7 +725,9 @@ async fn main() {
         exact_max: 20_000,
         max_neighbourhood: 1000,
         ef_search: ef,
-        clumps: (cache_mb > 0).then(|| Arc::new(ClumpCache::new(cache_mb * 1024 * 1024))),
+        clumps: (cache_mb > 0).then(|| {
+            Arc::new(ClumpCache::new(cache_mb * 1024 * 1024).with_scan_members(scan_members))
+        }),
     });
     let hosts: Vec<String> = sqlx::query_scalar(
         "SELECT host FROM events TABLESAMPLE SYSTEM (0.1) REPEATABLE (7) GROUP BY host ORDER BY host LIMIT 10",

@@ -263,10 +263,21 @@ pub struct SemanticSettings {
     pub similar_max_neighbourhood: u32,
 
     /// `hnsw.ef_search` of `SIMILAR_TO` without a filter (at least k), which is also
-    /// how many representatives' clumps a search expands. Over 193,101 texts, 100
-    /// gave recall@50 0.94 and 150 gave 0.97 (BENCHMARKS.md, "Semantic hunting").
+    /// how many representatives' clumps a search expands when PostgreSQL scores
+    /// them (no clump cache). Over 193,101 texts, 100 gave recall@50 0.94 and 150
+    /// gave 0.97 (BENCHMARKS.md, "Semantic hunting").
     #[arg(long, env = "PALISADE_SIMILAR_EF_SEARCH", default_value_t = 150)]
     pub similar_ef_search: u32,
+
+    /// Clump members a `SIMILAR_TO` search without a filter scans when the clump
+    /// cache holds them: it opens the clumps nearest the text until they hold that
+    /// many. Over a million texts, 75,000 gave recall@50 ~0.96 (BENCHMARKS.md).
+    #[arg(
+        long,
+        env = "PALISADE_SIMILAR_SCAN_MEMBERS",
+        default_value_t = palisade_core::clumps::DEFAULT_SCAN_MEMBERS
+    )]
+    pub similar_scan_members: usize,
 
     /// MiB of clumps' member vectors the server keeps in memory to score a
     /// `SIMILAR_TO` search's clump members itself (~2 KiB a text: 512 MiB holds
@@ -349,9 +360,12 @@ impl SemanticSettings {
             max_neighbourhood: self.similar_max_neighbourhood.max(1),
             ef_search: self.similar_ef_search,
             clumps: (self.similar_clump_cache_mb > 0).then(|| {
-                Arc::new(palisade_core::clumps::ClumpCache::new(
-                    self.similar_clump_cache_mb as usize * 1024 * 1024,
-                ))
+                Arc::new(
+                    palisade_core::clumps::ClumpCache::new(
+                        self.similar_clump_cache_mb as usize * 1024 * 1024,
+                    )
+                    .with_scan_members(self.similar_scan_members),
+                )
             }),
         }
     }

@@ -467,9 +467,11 @@ pub async fn nearest_texts(
 /// clumps scored from `cache`: the texts and their distances, nearest first.
 /// Sets `plan_cache_mode` (only) when PostgreSQL scores missed clumps.
 ///
-/// The representatives are ranked exactly in memory, all of them, and the
-/// chosen clumps are taken at the revisions held in memory: one statement reads
-/// the generations of both, and what moved on is read again first.
+/// All clumps are ranked in memory (by centroid where held), and opened nearest
+/// first until they hold [`ClumpCache::scan_members`] members (at least `n`
+/// clumps), at the revisions held in memory: one statement reads the
+/// generations of the representatives and of the clumps, and what moved on is
+/// read again first. `ef_search` only sizes a missed clump's share.
 async fn nearest_texts_with_cache(
     conn: &mut PgConnection,
     cache: &ClumpCache,
@@ -489,18 +491,34 @@ async fn nearest_texts_with_cache(
         _ => (read_revisions(conn, cache).await?, true),
     };
     let ranking = Instant::now();
-    let chosen = representatives.nearest(query, ef_search as usize);
+    let ranked = representatives.ranked(query);
     let ranked_ms = ms_since(ranking);
     let representatives_ms = ms_since(started);
+    // Clumps nearest first until they hold the members a search scans; one the
+    // cache does not hold counts as an even share of them.
+    let budget = cache.scan_members();
+    let missed_share = (budget / ef_search.max(1) as usize).max(1);
     let mut nearest = NearestTexts::new(n as usize);
     let mut held: Vec<Arc<Clump>> = Vec::new();
     let mut missing: Vec<Vec<u8>> = Vec::new();
-    for (representative, distance) in &chosen {
-        nearest.offer(*representative, *distance);
-        if let Some(revision) = revisions.get(representative) {
-            match cache.get(representative, revision) {
-                Some(clump) => held.push(clump),
-                None => missing.push(representative.as_bytes().to_vec()),
+    let (mut opened, mut counted) = (0, 0);
+    for row in ranked {
+        if counted >= budget && opened >= n as usize {
+            break;
+        }
+        opened += 1;
+        let representative = representatives.key(row);
+        nearest.offer(representative, representatives.distance(row, query));
+        if let Some(revision) = revisions.get(&representative) {
+            match cache.get(&representative, revision) {
+                Some(clump) => {
+                    counted += clump.len();
+                    held.push(clump);
+                }
+                None => {
+                    counted += missed_share;
+                    missing.push(representative.as_bytes().to_vec());
+                }
             }
         }
     }
@@ -527,7 +545,7 @@ async fn nearest_texts_with_cache(
         representatives = representatives.len(),
         representatives_read,
         revisions_read,
-        chosen = chosen.len(),
+        opened,
         ranked_ms,
         representatives_ms,
         missed = missing.len(),
@@ -569,12 +587,15 @@ async fn read_representatives(
             .fetch_all(&mut *conn)
             .await?;
     let generation = rows.first().map_or(0, |(generation, _, _)| *generation);
-    let read = Arc::new(Representatives::new(
-        generation,
-        rows.into_iter()
-            .filter_map(|(_, key, vector)| Some((TextKey::from_stored(&key?)?, vector?.0)))
-            .collect(),
-    ));
+    let read = Arc::new(
+        Representatives::new(
+            generation,
+            rows.into_iter()
+                .filter_map(|(_, key, vector)| Some((TextKey::from_stored(&key?)?, vector?.0)))
+                .collect(),
+        )
+        .centred(cache),
+    );
     cache.set_representatives(Arc::clone(&read));
     Ok(read)
 }
@@ -598,6 +619,9 @@ pub async fn fill_clump_cache(pool: &PgPool, cache: &ClumpCache) -> Result<usize
     loop {
         let wanted = cache.take_wanted(CLUMPS_PER_READ);
         if wanted.is_empty() {
+            if read > 0 {
+                cache.centre_representatives();
+            }
             return Ok(read);
         }
         let rows: Vec<ClumpMemberRow> = sqlx::query_as(CLUMP_MEMBERS)
