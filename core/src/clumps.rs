@@ -1,17 +1,20 @@
 //! Clumps' member vectors in memory, for [`nearest_texts`](crate::vectors::nearest_texts).
 //!
-//! A search takes the nearest representatives and then the nearest members of
-//! their clumps (see [`vectors`](crate::vectors)). PostgreSQL scores members row
-//! by row at ~1.3 µs each, and a top-50 search over a million texts opens clumps
-//! with 100,000 members or more. Here a clump's members are read once, binary,
+//! A search ranks the clumps and then takes the nearest members of the nearest
+//! of them (see [`vectors`](crate::vectors)). PostgreSQL scores members row by
+//! row at ~1.3 µs each, and a top-50 search over a million texts opens clumps
+//! with 75,000 members or more. Here a clump's members are read once, binary,
 //! and kept as contiguous arrays: each member's offset from the clump's centroid
 //! in 4-bit codes, which a search scans to pick the members worth scoring, and
-//! its stored vector, which scores them exactly.
+//! its stored vector, which scores them exactly. The representatives are held
+//! too ([`Representatives`]), with what their clumps are ranked by, and every
+//! clump's revision ([`ClumpRevisions`]).
 //!
 //! A copy is only used while it is the clump: each clump has a revision
 //! (`embedding_clumps`, kept by triggers on `embedding_texts`) that changes
-//! whenever its members do, and the search reads the representatives' revisions
-//! in the same snapshot as the representatives themselves. A search never waits
+//! whenever its members do, and a row of generations (`embedding_generations`)
+//! says when any revision, or the set of representatives, changed; each search
+//! reads it, and reads again what moved on. A search never waits
 //! for a clump to be read: PostgreSQL scores the clumps the cache does not hold
 //! at their current revision, and the cache notes them as wanted, for
 //! [`fill_clump_cache`](crate::vectors::fill_clump_cache) to read off the search
@@ -214,8 +217,9 @@ const QUERY_CODE_MAX: f32 = 127.0;
 
 /// Members scored exactly for each text a search asks for: the scan's estimates
 /// are only close, so the nearest by estimate are scored, and the answer is
-/// the nearest of those. On the million-text benchmark, four per text found
-/// what scoring every scanned member exactly finds (BENCHMARKS.md).
+/// the nearest of those. On the million vectors of the benchmark, four per text
+/// found what scoring every scanned member exactly finds (BENCHMARKS.md); eight
+/// leave a margin at ~0.1 ms.
 const SCORED_PER_RESULT: usize = 8;
 
 /// The fewest members scored exactly, however few texts are asked for.

@@ -423,12 +423,12 @@ const NEAREST_MEMBERS: &str = "\
 /// representatives through the HNSW index, with their clumps' members, by exact
 /// distance. Runs on `conn`, inside the caller's transaction.
 ///
-/// With `clumps`, the `ef_search` nearest representatives are found exactly in
-/// memory instead (all of them ranked), the members of the clumps it holds at
-/// their current revision are scored in memory (approximately: the nearest by
-/// 4-bit codes are scored exactly, see [`score_clumps`]), PostgreSQL scores
-/// the rest, and those become wanted ([`fill_clump_cache`] reads them); without,
-/// PostgreSQL scores them all (~1.3 µs a member).
+/// With `clumps`, the clumps are ranked in memory instead and opened until they
+/// hold [`ClumpCache::scan_members`] members; the members of those the cache
+/// holds at their current revision are scored in memory (approximately: the
+/// nearest by 4-bit codes are scored exactly, see [`score_clumps`]), PostgreSQL
+/// scores the rest, and those become wanted ([`fill_clump_cache`] reads them);
+/// without, PostgreSQL scores them all (~1.3 µs a member).
 pub async fn nearest_texts(
     conn: &mut PgConnection,
     clumps: Option<&ClumpCache>,
