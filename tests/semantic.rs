@@ -561,6 +561,35 @@ async fn near_copies_join_a_representative() {
     assert_eq!((stats.clumps, stats.members), (2, 2), "{stats:?}");
     assert_eq!((stats.hits, stats.misses), (2, 2), "{stats:?}");
 
+    // Ranking a filter's candidates exactly: their texts scored from the cache (the
+    // members it holds, and the representatives) give what PostgreSQL gives, events
+    // ranked nearest, then newest, then by id; a text without a vector drops out.
+    let now = chrono::Utc::now();
+    let mut candidates: Vec<(chrono::DateTime<chrono::Utc>, uuid::Uuid, TextKey)> = (0..4)
+        .flat_map(|i| {
+            (0..3).map(move |j| {
+                (
+                    now - chrono::Duration::minutes(i64::from(i * 3 + j)),
+                    uuid::Uuid::from_u128(u128::from(i * 10 + j as u32)),
+                    key(i as usize),
+                )
+            })
+        })
+        .collect();
+    candidates.push((
+        now,
+        uuid::Uuid::from_u128(99),
+        TextKey::of(&provenance, "no vector"),
+    ));
+    let by_postgres = ranked_among(&env.pool, None, &query, &candidates).await;
+    let by_memory = ranked_among(&env.pool, Some(&cache), &query, &candidates).await;
+    assert_eq!(by_postgres.len(), 10);
+    let ids = |found: &[vectors::Neighbour]| found.iter().map(|n| n.id).collect::<Vec<_>>();
+    assert_eq!(ids(&by_memory), ids(&by_postgres));
+    for (m, p) in by_memory.iter().zip(&by_postgres) {
+        assert!((m.similarity - p.similarity).abs() < 1e-5, "{m:?} vs {p:?}");
+    }
+
     // A new member changes its clump's revision, so the cache reads the clump again
     // and the search finds it.
     let another = "sshd: Failed password for invalid user admin from 203.0.113.11 port 52144 ssh2";
@@ -717,6 +746,32 @@ async fn top_texts(
         .unwrap();
     tx.commit().await.unwrap();
     near
+}
+
+/// The 10 nearest of `candidates` by `nearest_among`, texts scored by `clumps` or
+/// by PostgreSQL.
+async fn ranked_among(
+    pool: &sqlx::PgPool,
+    clumps: Option<&palisade_core::clumps::ClumpCache>,
+    query: &[f32],
+    candidates: &[(
+        chrono::DateTime<chrono::Utc>,
+        uuid::Uuid,
+        palisade_core::vectors::TextKey,
+    )],
+) -> Vec<palisade_core::vectors::Neighbour> {
+    let mut tx = pool.begin().await.unwrap();
+    let found = palisade_core::vectors::nearest_among(
+        &mut tx,
+        clumps,
+        query,
+        palisade_core::vectors::CandidateEvents::Keyed(candidates),
+        10,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    found
 }
 
 /// Stores `texts` as the vectors projection's write does.

@@ -134,11 +134,13 @@ impl Clump {
         Clump::bytes_of(self.keys.len(), self.dimensions)
     }
 
-    /// Bytes a clump of `members` vectors of `dimensions` holds.
+    /// Bytes a clump of `members` vectors of `dimensions` holds, with its
+    /// members' entries in the cache's index of texts.
     pub fn bytes_of(members: usize, dimensions: usize) -> usize {
         let per_member = std::mem::size_of::<TextKey>()
             + nibble_row(dimensions)
-            + (dimensions + 2) * std::mem::size_of::<f32>(); // vector, norm, scale
+            + (dimensions + 2) * std::mem::size_of::<f32>() // vector, norm, scale
+            + TEXT_INDEX_BYTES;
         std::mem::size_of::<Clump>()
             + dimensions * std::mem::size_of::<f32>() // centroid
             + members * per_member
@@ -153,6 +155,10 @@ impl Clump {
         1.0 - similarity.clamp(-1.0, 1.0)
     }
 }
+
+/// Bytes an entry of the cache's index of texts takes (key, clump, row, and
+/// the hash table's slack).
+const TEXT_INDEX_BYTES: usize = 64;
 
 /// Bytes of one row of 4-bit codes: dimension `i` of the first half is the low
 /// nibble of byte `i`, dimension `half + i` its high nibble.
@@ -819,6 +825,8 @@ pub struct Representatives {
     codes: Vec<i8>,
     /// Each row's scale: max |x_i| / 127.
     scales: Vec<f32>,
+    /// Each key's row.
+    rows: HashMap<TextKey, usize>,
 }
 
 impl Representatives {
@@ -835,6 +843,7 @@ impl Representatives {
             inverse_norms: Vec::with_capacity(rows),
             codes: Vec::with_capacity(rows * dimensions),
             scales: Vec::with_capacity(rows),
+            rows: HashMap::with_capacity(rows),
         };
         for (key, vector) in representatives {
             if vector.len() != dimensions {
@@ -847,10 +856,16 @@ impl Representatives {
             read.codes.extend_from_slice(&codes);
             read.scales.push(scale);
             read.inverse_norms.push(inverse_norm);
+            read.rows.insert(key, read.keys.len());
             read.keys.push(key);
             read.vectors.extend_from_slice(&vector);
         }
         read
+    }
+
+    /// The row of the representative `key`, if it is one.
+    pub fn row_of(&self, key: &TextKey) -> Option<usize> {
+        self.rows.get(key).copied()
     }
 
     /// The same, each clump that `cache` holds ranked by its centroid: the mean of
@@ -943,6 +958,25 @@ fn byte_codes(x: &[f32]) -> (Vec<i8>, f32) {
     )
 }
 
+/// Scores located members exactly, with the widest vector instructions the CPU
+/// has.
+struct ScoreLocated<'a> {
+    located: &'a [(TextKey, Arc<Clump>, u32)],
+    query: &'a QueryCodes,
+}
+
+impl pulp::WithSimd for ScoreLocated<'_> {
+    type Output = Vec<(TextKey, f64)>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<(TextKey, f64)> {
+        self.located
+            .iter()
+            .map(|(key, clump, row)| (*key, clump.distance(*row as usize, self.query)))
+            .collect()
+    }
+}
+
 /// Scores every clump's ranking codes against the query, with the widest vector
 /// instructions the CPU has: (score, row).
 struct RankClumps<'a> {
@@ -1020,6 +1054,8 @@ pub const DEFAULT_SCAN_MEMBERS: usize = 75_000;
 #[derive(Debug, Default)]
 struct Held {
     clumps: HashMap<TextKey, HeldClump>,
+    /// Where each held member is: its clump and row.
+    texts: HashMap<TextKey, (Arc<Clump>, u32)>,
     /// Representatives whose clumps a search missed, to be read.
     wanted: HashSet<TextKey>,
     /// Clumps read once and found larger than the whole capacity, by revision:
@@ -1072,6 +1108,45 @@ impl ClumpCache {
             .clumps
             .get(representative)
             .map(|h| Arc::clone(&h.clump))
+    }
+
+    /// The exact cosine distances to `query` of the `texts` whose vectors it holds
+    /// (members of held clumps, and representatives), and the texts it does not
+    /// hold. A text's vector never changes (its key is the hash of its model and
+    /// text), so any copy held is current.
+    pub fn distances(
+        &self,
+        texts: &[TextKey],
+        query: &[f32],
+    ) -> (Vec<(TextKey, f64)>, Vec<TextKey>) {
+        let Some(codes) = QueryCodes::new(query) else {
+            return (Vec::new(), texts.to_vec());
+        };
+        let representatives = self.representatives();
+        let (mut located, mut missing) = (Vec::with_capacity(texts.len()), Vec::new());
+        {
+            let held = self.lock();
+            for key in texts {
+                match held.texts.get(key) {
+                    Some((clump, row)) => located.push((*key, Arc::clone(clump), *row)),
+                    None => missing.push(*key),
+                }
+            }
+        }
+        let mut found: Vec<(TextKey, f64)> = pulp::Arch::new().dispatch(ScoreLocated {
+            located: &located,
+            query: &codes,
+        });
+        if let Some(representatives) = representatives {
+            missing.retain(|key| match representatives.row_of(key) {
+                Some(row) => {
+                    found.push((*key, representatives.distance(row, query)));
+                    false
+                }
+                None => true,
+            });
+        }
+        (found, missing)
     }
 
     /// Ranks the representatives' clumps by the centroids of the clumps held now
@@ -1192,10 +1267,14 @@ impl ClumpCache {
         held.clock += 1;
         let last_used = held.clock;
         let members = clump.len();
+        for (row, key) in clump.keys.iter().enumerate() {
+            held.texts.insert(*key, (Arc::clone(&clump), row as u32));
+        }
         if let Some(old) = held
             .clumps
             .insert(representative, HeldClump { clump, last_used })
         {
+            held.forget_texts(&old.clump);
             held.bytes -= old.clump.bytes();
             held.members -= old.clump.len();
         }
@@ -1254,8 +1333,23 @@ impl Held {
                 break;
             }
             if let Some(old) = self.clumps.remove(&key) {
+                self.forget_texts(&old.clump);
                 self.bytes -= old.clump.bytes();
                 self.members -= old.clump.len();
+            }
+        }
+    }
+
+    /// Drops the index entries that point into `clump` (not those its members
+    /// got from a newer copy).
+    fn forget_texts(&mut self, clump: &Arc<Clump>) {
+        for key in &clump.keys {
+            if self
+                .texts
+                .get(key)
+                .is_some_and(|(held, _)| Arc::ptr_eq(held, clump))
+            {
+                self.texts.remove(key);
             }
         }
     }
@@ -1627,6 +1721,38 @@ mod tests {
             cache.get(&key(1), 1).is_none(),
             "least recently used: dropped"
         );
+        // The index of texts follows: members of dropped clumps are not found.
+        let (found, missing) = cache.distances(&[key(0), key(1), key(3)], &[0.5; 64]);
+        let mut found: Vec<TextKey> = found
+            .iter()
+            .map(|(k, d)| {
+                assert!(d.abs() < 1e-6, "the same direction");
+                *k
+            })
+            .collect();
+        found.sort();
+        assert_eq!((found, missing), (vec![key(0), key(3)], vec![key(1)]));
+    }
+
+    #[test]
+    fn a_new_copy_of_a_clump_takes_over_its_texts() {
+        let cache = ClumpCache::new(1 << 20);
+        cache.insert(
+            key(9),
+            Arc::new(Clump::new(
+                1,
+                vec![(key(1), vec![1.0, 0.0]), (key(2), vec![1.0, 0.0])],
+            )),
+        );
+        // The next revision lost text 2 and moved text 1.
+        cache.insert(
+            key(9),
+            Arc::new(Clump::new(2, vec![(key(1), vec![0.0, 1.0])])),
+        );
+        let (found, missing) = cache.distances(&[key(1), key(2)], &[0.0, 1.0]);
+        assert_eq!(missing, vec![key(2)]);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].1.abs() < 1e-6, "{found:?}");
     }
 
     #[test]

@@ -815,16 +815,29 @@ impl CandidateEvents<'_> {
     }
 }
 
+/// The distances of the texts `$2` to `$1` (a vector), by PostgreSQL.
+const TEXT_DISTANCES: &str = "\
+    SELECT text_key, embedding <=> $1::vector FROM embedding_texts WHERE text_key = ANY($2)";
+
 /// The `k` nearest to `query` among `candidates`, by an exact distance scan over
 /// their texts' vectors, each distinct text once (never loses a candidate; for
 /// candidate sets of thousands).
+///
+/// With `clumps` and candidates that carry their texts, the texts whose vectors
+/// the cache holds are scored in memory and PostgreSQL scores the rest
+/// ([`ClumpCache::distances`]); the events are then ranked here, as the SQL
+/// would: nearest, then newest, then by id.
 pub async fn nearest_among(
     conn: &mut PgConnection,
+    clumps: Option<&ClumpCache>,
     query: &[f32],
     candidates: CandidateEvents<'_>,
     k: u32,
 ) -> Result<Vec<Neighbour>, StoreError> {
     search_settings(conn, None).await?;
+    if let (Some(cache), CandidateEvents::Keyed(events)) = (clumps, &candidates) {
+        return nearest_among_keyed(conn, cache, query, events, k).await;
+    }
     // The materialised steps fence the lookups, so the planner cannot trade them
     // for an HNSW scan that filters afterwards and may come back short.
     let ranked = "near AS MATERIALIZED ( \
@@ -864,6 +877,65 @@ pub async fn nearest_among(
         }
     };
     Ok(rows.into_iter().map(neighbour).collect())
+}
+
+/// [`nearest_among`] for candidates with their texts, scored from `cache` where
+/// it holds them. The caller has set `plan_cache_mode`.
+async fn nearest_among_keyed(
+    conn: &mut PgConnection,
+    cache: &ClumpCache,
+    query: &[f32],
+    events: &[(DateTime<Utc>, Uuid, TextKey)],
+    k: u32,
+) -> Result<Vec<Neighbour>, StoreError> {
+    let started = Instant::now();
+    let texts: Vec<TextKey> = events
+        .iter()
+        .map(|(_, _, key)| *key)
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let (found, missing) = cache.distances(&texts, query);
+    let in_memory = found.len();
+    let mut distances: HashMap<TextKey, f64> = found.into_iter().collect();
+    if !missing.is_empty() {
+        let rows: Vec<(Vec<u8>, f64)> = sqlx::query_as(TEXT_DISTANCES)
+            .bind(vector_literal(query))
+            .bind(stored_keys(&missing))
+            .fetch_all(&mut *conn)
+            .await?;
+        distances.extend(
+            rows.into_iter()
+                .filter_map(|(key, distance)| Some((TextKey::from_stored(&key)?, distance))),
+        );
+    }
+    // A candidate whose text has no vector is left out, as the join leaves it.
+    let mut ranked: Vec<(f64, DateTime<Utc>, Uuid)> = events
+        .iter()
+        .filter_map(|(ts, id, key)| distances.get(key).map(|d| (*d, *ts, *id)))
+        .collect();
+    ranked.sort_unstable_by(|a, b| {
+        a.0.total_cmp(&b.0)
+            .then_with(|| b.1.cmp(&a.1))
+            .then_with(|| a.2.cmp(&b.2))
+    });
+    ranked.truncate(k as usize);
+    tracing::debug!(
+        events = events.len(),
+        texts = texts.len(),
+        in_memory,
+        by_postgres = missing.len(),
+        took_ms = ms_since(started),
+        "nearest among candidates: their texts scored in memory where held"
+    );
+    Ok(ranked
+        .into_iter()
+        .map(|(distance, ts, id)| Neighbour {
+            id,
+            ts,
+            similarity: 1.0 - distance,
+        })
+        .collect())
 }
 
 fn neighbour((id, ts, similarity): (Uuid, DateTime<Utc>, f64)) -> Neighbour {

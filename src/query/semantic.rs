@@ -184,9 +184,15 @@ impl QueryEngine {
                 };
                 if let Some(few) = few {
                     let count = few.len() as u64;
-                    let found = vectors::nearest_among(&mut tx, &query_vector, few, k)
-                        .await
-                        .map_err(store_error)?;
+                    let found = vectors::nearest_among(
+                        &mut tx,
+                        semantic.clumps.as_deref(),
+                        &query_vector,
+                        few,
+                        k,
+                    )
+                    .await
+                    .map_err(store_error)?;
                     let report = SemanticReport {
                         ranking: "exact",
                         reason: format!(
@@ -228,6 +234,7 @@ impl QueryEngine {
                         };
                         let ranked = vectors::nearest_among(
                             &mut tx,
+                            semantic.clumps.as_deref(),
                             &query_vector,
                             CandidateEvents::Keyed(&sample),
                             k,
