@@ -565,12 +565,12 @@ async fn near_copies_join_a_representative() {
     // members it holds, and the representatives) give what PostgreSQL gives, events
     // ranked nearest, then newest, then by id; a text without a vector drops out.
     let now = chrono::Utc::now();
-    let mut candidates: Vec<(chrono::DateTime<chrono::Utc>, uuid::Uuid, TextKey)> = (0..4)
+    let mut candidates: Vec<(chrono::DateTime<chrono::Utc>, uuid::Uuid, TextKey)> = (0..4u32)
         .flat_map(|i| {
-            (0..3).map(move |j| {
+            (0..3u32).map(move |j| {
                 (
                     now - chrono::Duration::minutes(i64::from(i * 3 + j)),
-                    uuid::Uuid::from_u128(u128::from(i * 10 + j as u32)),
+                    uuid::Uuid::from_u128(u128::from(i * 10 + j)),
                     key(i as usize),
                 )
             })
