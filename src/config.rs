@@ -280,9 +280,9 @@ pub struct SemanticSettings {
     pub similar_scan_members: usize,
 
     /// MiB of clumps' member vectors the server keeps in memory to score a
-    /// `SIMILAR_TO` search's clump members itself (~2 KiB a text: 512 MiB holds
-    /// ~270,000); 0 leaves the scoring to PostgreSQL, ~1.3 µs a member
-    /// (BENCHMARKS.md, "Semantic hunting").
+    /// `SIMILAR_TO` search's clump members, and a filter's candidates' texts,
+    /// itself (~1.8 KiB a text: 512 MiB holds ~290,000); 0 leaves the scoring to
+    /// PostgreSQL, ~1.3 µs a member (BENCHMARKS.md, "Semantic hunting").
     #[arg(long, env = "PALISADE_SIMILAR_CLUMP_CACHE_MB", default_value_t = 512)]
     pub similar_clump_cache_mb: u32,
 
