@@ -621,7 +621,8 @@ async fn main() {
         "BENCH_SCAN_MEMBERS",
         palisade_core::clumps::DEFAULT_SCAN_MEMBERS,
     );
-    let cache = ClumpCache::new(cache_mb * 1024 * 1024).with_scan_members(scan_members);
+    let new_cache = |capacity: usize| ClumpCache::new(capacity).with_scan_members(scan_members);
+    let cache = new_cache(cache_mb * 1024 * 1024);
     let queries: Vec<Vec<f32>> = embedder.embed_batch(&PHRASES).unwrap();
     let (mut in_database_ms, mut in_memory_ms, mut cold_ms, mut exact_ms) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -644,7 +645,7 @@ async fn main() {
                 // The first round's in-memory answers come partly from PostgreSQL
                 // (the clumps not held yet); the next rounds' from the cache alone.
                 in_database.add(&by_database, &exact);
-                let empty = ClumpCache::new(cache.capacity()).with_scan_members(scan_members);
+                let empty = new_cache(cache.capacity());
                 cold_ms.push(timed_nearest_texts(&pool, Some(&empty), q, ef).await.1);
                 let started = Instant::now();
                 let read = vectors::fill_clump_cache(&pool, &cache).await.unwrap();
@@ -725,9 +726,7 @@ async fn main() {
         exact_max: 20_000,
         max_neighbourhood: 1000,
         ef_search: ef,
-        clumps: (cache_mb > 0).then(|| {
-            Arc::new(ClumpCache::new(cache_mb * 1024 * 1024).with_scan_members(scan_members))
-        }),
+        clumps: (cache_mb > 0).then(|| Arc::new(new_cache(cache_mb * 1024 * 1024))),
     });
     let hosts: Vec<String> = sqlx::query_scalar(
         "SELECT host FROM events TABLESAMPLE SYSTEM (0.1) REPEATABLE (7) GROUP BY host ORDER BY host LIMIT 10",

@@ -64,17 +64,7 @@ impl Clump {
             .filter(|(_, v)| v.len() == dimensions)
             .collect();
         let rows = members.len();
-        let inverse_norms: Vec<f32> = members
-            .iter()
-            .map(|(_, v)| {
-                let norm = dot(v, v).sqrt();
-                if norm > 0.0 {
-                    1.0 / norm
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let inverse_norms: Vec<f32> = members.iter().map(|(_, v)| inverse_norm(v)).collect();
         let mut centroid = vec![0.0f32; dimensions];
         for ((_, v), inverse_norm) in members.iter().zip(&inverse_norms) {
             for (c, x) in centroid.iter_mut().zip(v) {
@@ -156,6 +146,16 @@ impl Clump {
     }
 }
 
+/// 1 / |v|, or 0 for the zero vector.
+fn inverse_norm(v: &[f32]) -> f32 {
+    let norm = dot(v, v).sqrt();
+    if norm > 0.0 {
+        1.0 / norm
+    } else {
+        0.0
+    }
+}
+
 /// Bytes an entry of the cache's index of texts takes (key, clump, row, and
 /// the hash table's slack).
 const TEXT_INDEX_BYTES: usize = 64;
@@ -185,10 +185,7 @@ impl QueryCodes {
             return None;
         }
         let unit: Vec<f32> = query.iter().map(|x| x / norm).collect();
-        let largest = unit.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let scale = largest / QUERY_CODE_MAX;
-        let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-        let mut codes: Vec<i8> = unit.iter().map(|x| (x * inverse).round() as i8).collect();
+        let (mut codes, scale) = byte_codes(&unit);
         codes.resize(2 * nibble_row(unit.len()), 0);
         let code_sum = codes.iter().map(|&c| i32::from(c)).sum();
         Some(QueryCodes {
@@ -216,10 +213,11 @@ fn quantise(offset: &[f32], nibbles: &mut Vec<u8>) -> f32 {
     scale
 }
 
-/// The largest query code. Its rounding moves an estimate by ~1e-4, a tenth of
-/// what the members' 4-bit codes do; a product with a stored code (0..=15)
-/// fits AVX2's byte multiply-add without saturating.
-const QUERY_CODE_MAX: f32 = 127.0;
+/// The largest 8-bit code ([`byte_codes`]). For a query, its rounding moves an
+/// estimate by ~1e-4, a tenth of what the members' 4-bit codes do, and a
+/// product with a stored code (0..=15) fits AVX2's byte multiply-add without
+/// saturating.
+const BYTE_CODE_MAX: f32 = 127.0;
 
 /// Members scored exactly for each text a search asks for: the scan's estimates
 /// are only close, so the nearest by estimate are scored, and the answer is
@@ -523,16 +521,10 @@ struct LanesAvx512 {
 #[cfg(target_arch = "x86_64")]
 impl LanesAvx512 {
     fn new(simd: pulp::x86::V4, low: &[i8], high: &[i8]) -> LanesAvx512 {
-        let lanes = |codes: &[i8]| {
-            codes
-                .chunks_exact(64)
-                .map(|c| pulp::bytemuck::cast(<[i8; 64]>::try_from(c).unwrap_or([0; 64])))
-                .collect()
-        };
         LanesAvx512 {
             simd,
-            low: lanes(low),
-            high: lanes(high),
+            low: query_lanes::<64, _>(low),
+            high: query_lanes::<64, _>(high),
         }
     }
 }
@@ -577,18 +569,25 @@ struct LanesAvx2 {
 #[cfg(target_arch = "x86_64")]
 impl LanesAvx2 {
     fn new(simd: pulp::x86::V3, low: &[i8], high: &[i8]) -> LanesAvx2 {
-        let lanes = |codes: &[i8]| {
-            codes
-                .chunks_exact(32)
-                .map(|c| pulp::bytemuck::cast(<[i8; 32]>::try_from(c).unwrap_or([0; 32])))
-                .collect()
-        };
         LanesAvx2 {
             simd,
-            low: lanes(low),
-            high: lanes(high),
+            low: query_lanes::<32, _>(low),
+            high: query_lanes::<32, _>(high),
         }
     }
+}
+
+/// Query codes as vector registers of `N` bytes each (a whole number of them:
+/// the kernels are only chosen for rows that split so).
+#[cfg(target_arch = "x86_64")]
+fn query_lanes<const N: usize, L: pulp::bytemuck::Pod>(codes: &[i8]) -> Vec<L>
+where
+    [i8; N]: pulp::bytemuck::Pod,
+{
+    codes
+        .chunks_exact(N)
+        .map(|c| pulp::bytemuck::cast(<[i8; N]>::try_from(c).unwrap_or([0; N])))
+        .collect()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -684,15 +683,16 @@ impl<T: Ord> Smallest<T> {
     }
 }
 
-/// The dot product of the query's codes and a row's unpacked codes (each at
-/// most 127 · 15: an i32 holds a million dimensions of them), written as a plain
-/// sum, which integers may add in any order, so the compiler pairs the products
-/// up in multiply-add instructions.
+/// The dot product of the query's codes and a row's codes: a member's unpacked
+/// 4-bit codes (0..=15) or a representative's 8-bit ones (each product at most
+/// 127 · 127: an i32 holds 130,000 dimensions of them), as far as the shorter
+/// goes. Written as a plain sum, which integers may add in any order, so the
+/// compiler pairs the products up in multiply-add instructions.
 #[inline(always)]
-fn dot_codes(a: &[i8], b: &[u8]) -> i32 {
+fn dot_codes<T: Copy + Into<i32>>(a: &[i8], b: &[T]) -> i32 {
     a.iter()
         .zip(b)
-        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .map(|(&x, &y)| i32::from(x) * y.into())
         .sum()
 }
 
@@ -849,8 +849,7 @@ impl Representatives {
             if vector.len() != dimensions {
                 continue;
             }
-            let norm = dot(&vector, &vector).sqrt();
-            let inverse_norm = if norm > 0.0 { 1.0 / norm } else { 0.0 };
+            let inverse_norm = inverse_norm(&vector);
             let unit: Vec<f32> = vector.iter().map(|x| x * inverse_norm).collect();
             let (codes, scale) = byte_codes(&unit);
             read.codes.extend_from_slice(&codes);
@@ -920,7 +919,7 @@ impl Representatives {
         };
         let mut scored: Vec<(f32, usize)> = pulp::Arch::new().dispatch(RankClumps {
             representatives: self,
-            query: &query.unit,
+            query: &query,
         });
         scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
         scored.into_iter().map(|(_, row)| row).collect()
@@ -931,18 +930,22 @@ impl Representatives {
         self.keys[row]
     }
 
-    /// The exact cosine distance of the representative at `row` to `query` (1 for
-    /// the zero vector or another dimension).
-    pub fn distance(&self, row: usize, query: &[f32]) -> f64 {
+    /// The exact cosine distances of the representatives at `rows` to `query` (1
+    /// for the zero vector or another dimension).
+    pub fn distances(&self, rows: &[usize], query: &[f32]) -> Vec<f64> {
         let dimensions = self.dimensions;
         let norm = dot(query, query).sqrt();
         if norm == 0.0 || !norm.is_finite() || query.len() != dimensions {
-            return 1.0;
+            return vec![1.0; rows.len()];
         }
-        let vector = &self.vectors[row * dimensions..(row + 1) * dimensions];
-        let similarity =
-            f64::from(dot(query, vector)) * f64::from(self.inverse_norms[row]) / f64::from(norm);
-        1.0 - similarity.clamp(-1.0, 1.0)
+        rows.iter()
+            .map(|&row| {
+                let vector = &self.vectors[row * dimensions..(row + 1) * dimensions];
+                let similarity = f64::from(dot(query, vector)) * f64::from(self.inverse_norms[row])
+                    / f64::from(norm);
+                1.0 - similarity.clamp(-1.0, 1.0)
+            })
+            .collect()
     }
 }
 
@@ -950,7 +953,7 @@ impl Representatives {
 /// scale.
 fn byte_codes(x: &[f32]) -> (Vec<i8>, f32) {
     let largest = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let scale = largest / 127.0;
+    let scale = largest / BYTE_CODE_MAX;
     let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
     (
         x.iter().map(|v| (v * inverse).round() as i8).collect(),
@@ -981,8 +984,7 @@ impl pulp::WithSimd for ScoreLocated<'_> {
 /// instructions the CPU has: (score, row).
 struct RankClumps<'a> {
     representatives: &'a Representatives,
-    /// The query's direction.
-    query: &'a [f32],
+    query: &'a QueryCodes,
 }
 
 impl pulp::WithSimd for RankClumps<'_> {
@@ -991,19 +993,14 @@ impl pulp::WithSimd for RankClumps<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) -> Vec<(f32, usize)> {
         let representatives = self.representatives;
-        let (query_codes, query_scale) = byte_codes(self.query);
         representatives
             .codes
             .chunks_exact(representatives.dimensions.max(1))
             .enumerate()
             .map(|(row, codes)| {
-                let products: i32 = query_codes
-                    .iter()
-                    .zip(codes)
-                    .map(|(&x, &y)| i32::from(x) * i32::from(y))
-                    .sum();
+                let products = dot_codes(&self.query.codes, codes);
                 (
-                    products as f32 * query_scale * representatives.scales[row],
+                    products as f32 * self.query.scale * representatives.scales[row],
                     row,
                 )
             })
@@ -1138,13 +1135,19 @@ impl ClumpCache {
             query: &codes,
         });
         if let Some(representatives) = representatives {
+            let (mut held, mut rows) = (Vec::new(), Vec::new());
             missing.retain(|key| match representatives.row_of(key) {
                 Some(row) => {
-                    found.push((*key, representatives.distance(row, query)));
+                    held.push(*key);
+                    rows.push(row);
                     false
                 }
                 None => true,
             });
+            found.extend(
+                held.into_iter()
+                    .zip(representatives.distances(&rows, query)),
+            );
         }
         (found, missing)
     }
@@ -1597,7 +1600,7 @@ mod tests {
         for &row in &ranked[..10] {
             let key = representatives.key(row);
             let (want, _) = exact.iter().find(|(_, k)| *k == key).unwrap();
-            assert!((representatives.distance(row, &query) - want).abs() < 1e-5);
+            assert!((representatives.distances(&[row], &query)[0] - want).abs() < 1e-5);
         }
         assert!(representatives.ranked(&[0.0; 384]).is_empty());
         assert!(representatives.ranked(&[1.0; 3]).is_empty());
@@ -1625,7 +1628,7 @@ mod tests {
         let centred = cache.representatives().unwrap();
         assert_eq!(order(&centred), vec![key(1), key(2)]);
         assert!(
-            (centred.distance(0, &query) - 1.0).abs() < 1e-9,
+            (centred.distances(&[0], &query)[0] - 1.0).abs() < 1e-9,
             "its own distance"
         );
         assert_eq!(

@@ -498,17 +498,15 @@ async fn nearest_texts_with_cache(
     // cache does not hold counts as an even share of them.
     let budget = cache.scan_members();
     let missed_share = (budget / ef_search.max(1) as usize).max(1);
-    let mut nearest = NearestTexts::new(n as usize);
     let mut held: Vec<Arc<Clump>> = Vec::new();
     let mut missing: Vec<Vec<u8>> = Vec::new();
-    let (mut opened, mut counted) = (0, 0);
+    let (mut opened, mut counted) = (Vec::new(), 0);
     for row in ranked {
-        if counted >= budget && opened >= n as usize {
+        if counted >= budget && opened.len() >= n as usize {
             break;
         }
-        opened += 1;
+        opened.push(row);
         let representative = representatives.key(row);
-        nearest.offer(representative, representatives.distance(row, query));
         if let Some(revision) = revisions.get(&representative) {
             match cache.get(&representative, revision) {
                 Some(clump) => {
@@ -521,6 +519,11 @@ async fn nearest_texts_with_cache(
                 }
             }
         }
+    }
+    // The opened clumps' representatives are texts too.
+    let mut nearest = NearestTexts::new(n as usize);
+    for (&row, distance) in opened.iter().zip(representatives.distances(&opened, query)) {
+        nearest.offer(representatives.key(row), distance);
     }
     let started = Instant::now();
     if !missing.is_empty() {
@@ -545,7 +548,7 @@ async fn nearest_texts_with_cache(
         representatives = representatives.len(),
         representatives_read,
         revisions_read,
-        opened,
+        opened = opened.len(),
         ranked_ms,
         representatives_ms,
         missed = missing.len(),
@@ -834,10 +837,10 @@ pub async fn nearest_among(
     candidates: CandidateEvents<'_>,
     k: u32,
 ) -> Result<Vec<Neighbour>, StoreError> {
-    search_settings(conn, None).await?;
     if let (Some(cache), CandidateEvents::Keyed(events)) = (clumps, &candidates) {
         return nearest_among_keyed(conn, cache, query, events, k).await;
     }
+    search_settings(conn, None).await?;
     // The materialised steps fence the lookups, so the planner cannot trade them
     // for an HNSW scan that filters afterwards and may come back short.
     let ranked = "near AS MATERIALIZED ( \
@@ -880,7 +883,7 @@ pub async fn nearest_among(
 }
 
 /// [`nearest_among`] for candidates with their texts, scored from `cache` where
-/// it holds them. The caller has set `plan_cache_mode`.
+/// it holds them. Sets `plan_cache_mode` (only) when PostgreSQL scores the rest.
 async fn nearest_among_keyed(
     conn: &mut PgConnection,
     cache: &ClumpCache,
@@ -899,6 +902,7 @@ async fn nearest_among_keyed(
     let in_memory = found.len();
     let mut distances: HashMap<TextKey, f64> = found.into_iter().collect();
     if !missing.is_empty() {
+        search_settings(conn, None).await?;
         let rows: Vec<(Vec<u8>, f64)> = sqlx::query_as(TEXT_DISTANCES)
             .bind(vector_literal(query))
             .bind(stored_keys(&missing))
