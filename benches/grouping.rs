@@ -22,7 +22,7 @@ use std::time::Instant;
 use chrono::{Duration, TimeZone, Utc};
 use palisade::bursts::{self, LabelledText};
 use palisade_core::grouping::{self, GroupingConfig, WindowGroups, DEFAULT_THRESHOLD};
-use palisade_core::vectors::{vector_literal, EventText, Provenance, TextKey};
+use palisade_core::vectors::{vector_literal, EventLabels, EventText, Provenance, TextKey};
 use palisade_embeddings::{Embedder, EmbedderConfig};
 use uuid::Uuid;
 
@@ -126,6 +126,7 @@ async fn main() {
             id: Uuid::from_u128(i as u128 + 1),
             ts: day + Duration::milliseconds((i as i64) * days * 86_400_000 / events_total as i64),
             key: keys[rng.below(keys.len() as u64) as usize],
+            labels: EventLabels::default(),
         })
         .collect();
     let mut batch_ms = Vec::new();

@@ -37,7 +37,7 @@ use palisade_core::clumps::ClumpCache;
 use palisade_core::search::{IndexOptions, SearchIndex};
 use palisade_core::store::{Batch, Store};
 use palisade_core::vectors::{
-    self, BatchVectors, EventText, NearText, Provenance, TextKey, TextVector,
+    self, BatchVectors, EventLabels, EventText, NearText, Provenance, TextKey, TextVector,
     REPRESENTATIVE_DISTANCE,
 };
 use palisade_embeddings::policy::{self, EventView, VectorPolicy};
@@ -139,6 +139,7 @@ fn summary(mut samples: Vec<f64>) -> (f64, f64) {
 type SampleRow = (
     Uuid,
     DateTime<Utc>,
+    Option<String>,
     String,
     String,
     i16,
@@ -176,7 +177,7 @@ async fn select(
     wanted: &Wanted,
 ) -> Selection {
     let sql = format!(
-        "SELECT id, ts, type, source, severity_level, rule, message, attributes \
+        "SELECT id, ts, host, type, source, severity_level, rule, message, attributes \
              FROM events TABLESAMPLE SYSTEM ({percent}) REPEATABLE (42) ORDER BY ts, id"
     );
     let mut stream = sqlx::query_as::<_, SampleRow>(&sql).fetch(pool);
@@ -192,7 +193,7 @@ async fn select(
             .texts
             .is_none_or(|texts| selection.texts.len() < texts)
     {
-        let Some((id, ts, kind, source, severity_level, rule, message, attributes)) =
+        let Some((id, ts, host, kind, source, severity_level, rule, message, attributes)) =
             stream.try_next().await.unwrap()
         else {
             break;
@@ -217,7 +218,16 @@ async fn select(
         if seen.insert(key) {
             selection.texts.push((key, text));
         }
-        selection.events.push(EventText { id, ts, key });
+        selection.events.push(EventText {
+            id,
+            ts,
+            key,
+            labels: EventLabels {
+                host,
+                kind: row.kind,
+                severity_level: row.severity_level,
+            },
+        });
     }
     selection
 }

@@ -314,6 +314,27 @@ async fn similar_to_finds_what_keywords_miss() {
         capped["semantic"]["candidates"], embedded_on_host,
         "{capped}"
     );
+    // Every vector keeps its event's host, type and severity, so a filter over those
+    // reads `event_vectors` alone (srql's golden files show which SQL); one over
+    // another column joins `events` and counts the same events.
+    let labelled = env
+        .count(
+            "SELECT count(*) FROM event_vectors v JOIN events e \
+                 ON e.id = v.event_id AND e.ts = v.ts \
+             WHERE v.host IS NOT DISTINCT FROM e.host AND v.type = e.type \
+                 AND v.severity_level = e.severity_level",
+        )
+        .await;
+    assert_eq!(labelled, embedded);
+    let joined = query(
+        &app,
+        "host:bastion-01 AND NOT source:nowhere | SIMILAR_TO(\"failed login\", 2)",
+    )
+    .await;
+    assert_eq!(
+        joined["semantic"]["candidates"], embedded_on_host,
+        "{joined}"
+    );
 
     // Many candidates (threshold 0 here): HNSW, every neighbour re-checked.
     let strict = env.serve_settings(&["--vectors=true", "--similar-exact-max=0"]);

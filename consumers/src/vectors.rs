@@ -22,7 +22,7 @@ use palisade_core::grouping::GroupingConfig;
 use palisade_core::model::{Decoded, Event};
 use palisade_core::store::{row_id, Batch, Store, StoreError};
 use palisade_core::vectors::{
-    BatchVectors, EventText, Provenance, TextKey, TextVector, REPRESENTATIVE_DISTANCE,
+    BatchVectors, EventLabels, EventText, Provenance, TextKey, TextVector, REPRESENTATIVE_DISTANCE,
 };
 use palisade_embeddings::policy::{self, EventView, VectorPolicy};
 use palisade_embeddings::{text, EmbedError, Embedder};
@@ -132,6 +132,11 @@ impl VectorStage {
                     id: row_id(&position.stream, position.seq, index),
                     ts: event.ts,
                     key,
+                    labels: EventLabels {
+                        host: event.host.clone(),
+                        kind: event.kind.as_str().to_owned(),
+                        severity_level: event.severity.level(),
+                    },
                 });
             }
         }

@@ -32,7 +32,9 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::store::StoreError;
-use crate::vectors::{dot, parse_vector, vector_literal, EventText, TextKey, TextVector};
+use crate::vectors::{
+    dot, parse_vector, vector_literal, EventLabels, EventText, TextKey, TextVector,
+};
 
 /// Default cosine similarity a text needs to join a group.
 pub const DEFAULT_THRESHOLD: f32 = 0.6;
@@ -467,9 +469,10 @@ pub async fn regroup(
         .bind(window.end)
         .execute(&mut *tx)
         .await?;
-    let firsts: Vec<(Uuid, DateTime<Utc>, Vec<u8>)> = sqlx::query_as(
-        "SELECT event_id, ts, text_key FROM ( \
-             SELECT DISTINCT ON (text_key) event_id, ts, text_key FROM event_vectors \
+    let firsts: Vec<FirstOfText> = sqlx::query_as(
+        "SELECT event_id, ts, text_key, host, type, severity_level FROM ( \
+             SELECT DISTINCT ON (text_key) event_id, ts, text_key, host, type, severity_level \
+             FROM event_vectors \
              WHERE ts >= $1 AND ts < $2 ORDER BY text_key, ts, event_id) f \
          ORDER BY ts, event_id",
     )
@@ -479,11 +482,16 @@ pub async fn regroup(
     .await?;
     let events: Vec<EventText> = firsts
         .into_iter()
-        .filter_map(|(id, ts, key)| {
+        .filter_map(|(id, ts, key, host, kind, severity_level)| {
             Some(EventText {
                 id,
                 ts,
                 key: TextKey::from_stored(&key)?,
+                labels: EventLabels {
+                    host,
+                    kind: kind.unwrap_or_default(),
+                    severity_level: severity_level.unwrap_or_default(),
+                },
             })
         })
         .collect();
@@ -495,6 +503,17 @@ pub async fn regroup(
     tx.commit().await?;
     Ok(summary)
 }
+
+/// The first event of a text in a window, as `event_vectors` holds it: id, time,
+/// text key, host, type, severity level.
+type FirstOfText = (
+    Uuid,
+    DateTime<Utc>,
+    Vec<u8>,
+    Option<String>,
+    Option<String>,
+    Option<i16>,
+);
 
 /// An event's key in PostgreSQL: `(ts, id)`.
 pub type EventKey = (DateTime<Utc>, Uuid);

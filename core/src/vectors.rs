@@ -107,6 +107,21 @@ pub struct EventText {
     pub ts: DateTime<Utc>,
     /// Its embedding text's key.
     pub key: TextKey,
+    /// What a hunt's filter selects it by, kept beside its vector.
+    pub labels: EventLabels,
+}
+
+/// An embedded event's host, type and severity, copied from its event onto
+/// `event_vectors` (migration 0017) under the `events` columns' names, so that a
+/// filter over them and the time selects embedded events without a join.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventLabels {
+    /// The host it happened on, when known.
+    pub host: Option<String>,
+    /// Its type (`falco_alert`, `log`, …).
+    pub kind: String,
+    /// Its normalised severity's level.
+    pub severity_level: i16,
 }
 
 /// What the vectors projection writes for a batch: every selected event's text key,
@@ -322,14 +337,34 @@ impl Store {
             let ids: Vec<Uuid> = vectors.events.iter().map(|e| e.id).collect();
             let times: Vec<DateTime<Utc>> = vectors.events.iter().map(|e| e.ts).collect();
             let keys: Vec<TextKey> = vectors.events.iter().map(|e| e.key).collect();
+            let hosts: Vec<Option<&str>> = vectors
+                .events
+                .iter()
+                .map(|e| e.labels.host.as_deref())
+                .collect();
+            let kinds: Vec<&str> = vectors
+                .events
+                .iter()
+                .map(|e| e.labels.kind.as_str())
+                .collect();
+            let levels: Vec<i16> = vectors
+                .events
+                .iter()
+                .map(|e| e.labels.severity_level)
+                .collect();
             summary.rows_inserted += sqlx::query(
-                "INSERT INTO event_vectors (event_id, ts, text_key) \
-                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::bytea[]) \
+                "INSERT INTO event_vectors \
+                     (event_id, ts, text_key, host, type, severity_level) \
+                 SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::bytea[], \
+                     $4::text[], $5::text[], $6::smallint[]) \
                  ON CONFLICT (event_id) DO NOTHING",
             )
             .bind(&ids)
             .bind(&times)
             .bind(stored_keys(&keys))
+            .bind(&hosts)
+            .bind(&kinds)
+            .bind(&levels)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -999,6 +1034,7 @@ mod tests {
             id: Uuid::from_u128(n),
             ts: DateTime::<Utc>::UNIX_EPOCH,
             key,
+            labels: EventLabels::default(),
         };
         let text = |key, t: &str| TextVector {
             key,

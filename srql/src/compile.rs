@@ -725,30 +725,26 @@ impl<'o> Compiler<'o> {
             let mut select = Sql::new(0);
             let mut conditions =
                 self.sql_conditions(entity, filter, time_conditions, &mut select)?;
-            // Only a time range (events, no other condition): `event_vectors`
-            // has each event's time, so the range needs no join with `events`.
-            let only_time = filter.is_none()
-                && entity == Entity::Events
-                && !time_conditions.is_empty()
-                && time_conditions
-                    .iter()
-                    .any(|(l, u)| l.is_some() || u.is_some());
+            // `event_vectors` carries each embedded event's time, host, type and
+            // severity under the names they have in `events` (migration 0017): a
+            // filter over those alone reads it, as `e`, without a join.
+            let vectors_alone =
+                entity.is_event() && filter.is_none_or(|f| over_vector_columns(entity, f));
             if conditions.is_empty() {
                 steps.push("candidates: every embedded event (no filter)".into());
                 Candidates::All
             } else {
-                let (sql, params, step) = if only_time {
-                    let mut select = Sql::new(0);
-                    let bounds = time_bounds("v.ts", time_conditions, &mut select);
+                let (sql, params, step) = if vectors_alone {
                     let cap = format!("${}", select.params.len() + 1);
                     (
                         format!(
-                            "SELECT v.ts, v.event_id, v.text_key FROM event_vectors v WHERE {} \
+                            "SELECT e.ts, e.event_id, e.text_key FROM event_vectors e WHERE {} \
                              LIMIT {cap}",
-                            bounds.join(" AND ")
+                            conditions.join(" AND ")
                         ),
                         select.params,
-                        "candidates: the embedded events in the time range (event_vectors alone)",
+                        "candidates: the embedded events the filter selects, from event_vectors \
+                         alone (it keeps their time, host, type and severity)",
                     )
                 } else {
                     // The time range again on the vectors' own copy of the time, so the
@@ -1882,6 +1878,25 @@ fn dynamic_attribute(entity: Entity, field: &str) -> Option<&str> {
         return None;
     }
     field.strip_prefix("attributes.").filter(|k| !k.is_empty())
+}
+
+/// The `events` columns that `event_vectors` keeps too, under the same names.
+const VECTOR_COLUMNS: [&str; 4] = ["e.ts", "e.host", "e.type", "e.severity_level"];
+
+/// Whether every condition of `expr` is on a column `event_vectors` keeps, so that
+/// its SQL holds there as it is.
+fn over_vector_columns(entity: Entity, expr: &Expr) -> bool {
+    match expr {
+        Expr::And(parts) | Expr::Or(parts) => parts.iter().all(|p| over_vector_columns(entity, p)),
+        Expr::Not(inner) => over_vector_columns(entity, inner),
+        Expr::Text { .. } => false,
+        Expr::Field { field, .. } => {
+            dynamic_attribute(entity, field).is_none()
+                && catalogue::field(entity, field)
+                    .and_then(|f| f.sql)
+                    .is_some_and(|sql| VECTOR_COLUMNS.contains(&sql))
+        }
+    }
 }
 
 /// `SIMILAR_TO` ranks events by meaning: it needs events, and neither stats nor a
