@@ -406,6 +406,22 @@ async fn similar_to_finds_what_keywords_miss() {
     assert!(messages(&far)
         .iter()
         .all(|m| m.to_lowercase().contains("password")));
+    // The sample is ranked on a second connection beside the rounds; with none to
+    // spare (a pool of one, which the query holds) it is ranked after them in the
+    // query's own transaction, with the same answer.
+    let lone = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&env.database_url)
+        .await
+        .unwrap();
+    let stage = running.pipeline.vectors.as_ref().unwrap();
+    let lone_engine =
+        palisade::query::QueryEngine::new(lone, running.search.clone(), Default::default())
+            .with_semantic(narrow.semantic.semantic_search(stage));
+    let after =
+        serde_json::to_value(lone_engine.run(far_query, None, None).await.unwrap()).unwrap();
+    assert_eq!(after["semantic"], far["semantic"], "{after}\n{far}");
+    assert_eq!(common::row_ids(&after), common::row_ids(&far), "{after}");
 
     // The clump cache's figures are on /metrics (these fixtures have no near
     // copies, so no clumps: the warm-up and the cache are tested below).

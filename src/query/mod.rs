@@ -667,15 +667,34 @@ impl QueryEngine {
     }
 
     async fn read_only(&self) -> Result<sqlx::Transaction<'static, Postgres>, QueryError> {
-        let ms = self.limits.timeout.as_millis().max(1);
-        // One round trip: BEGIN and the settings go as one simple query (numbers we
-        // format ourselves; SET takes no bound parameters).
         self.pool
-            .begin_with(format!(
-                "BEGIN READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL TimeZone = 'UTC'"
-            ))
+            .begin_with(self.read_only_begin())
             .await
             .map_err(db_error)
+    }
+
+    /// [`Self::read_only`] on an idle connection, or a new one while the pool may
+    /// open more; `None` when it is full. For a query's second connection: one that
+    /// waited for it while holding its first could wait on others doing the same.
+    async fn read_only_if_free(
+        &self,
+    ) -> Result<Option<sqlx::Transaction<'static, Postgres>>, QueryError> {
+        let idle = self
+            .pool
+            .try_begin_with(self.read_only_begin())
+            .await
+            .map_err(db_error)?;
+        if idle.is_some() || self.pool.size() >= self.pool.options().get_max_connections() {
+            return Ok(idle);
+        }
+        self.read_only().await.map(Some)
+    }
+
+    /// One round trip: BEGIN and the settings go as one simple query (numbers we
+    /// format ourselves; SET takes no bound parameters).
+    fn read_only_begin(&self) -> String {
+        let ms = self.limits.timeout.as_millis().max(1);
+        format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {ms}; SET LOCAL TimeZone = 'UTC'")
     }
 }
 

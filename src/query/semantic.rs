@@ -16,7 +16,8 @@
 //!      Fewer than `k` survived (the matches lie far from the text): some
 //!      matches are ranked exactly as well (a full-text filter's newest up to the
 //!      newest vector, or the rows a SQL filter read), and the answer is the most
-//!      similar of both.
+//!      similar of both. That ranking starts on a second connection as soon as a
+//!      round comes back short, beside the rounds left.
 //! 3. Rows by `(ts, id)` from PostgreSQL, most similar first, with `similarity`.
 //!
 //! The answer's `semantic` part says which path ran and why.
@@ -207,46 +208,79 @@ impl QueryEngine {
                     };
                     (found, report)
                 } else {
+                    // The sample that a short answer is filled from is ranked on its
+                    // own connection beside the HNSW rounds, once the first round
+                    // comes back short (it then usually stays short).
+                    let (short, first_short) = tokio::sync::oneshot::channel();
+                    let read = match matches {
+                        Matches::Many(read) => read,
+                        _ => None,
+                    };
+                    let sample = {
+                        let engine = self.clone();
+                        let compiled = compiled.clone();
+                        let query_vector = query_vector.clone();
+                        let cap = exact_max.max(k);
+                        tokio::spawn(async move {
+                            if first_short.await.is_err() {
+                                return Ok::<_, QueryError>(SampleTask::NotWanted);
+                            }
+                            let Some(mut side) = engine.read_only_if_free().await? else {
+                                return Ok(SampleTask::NoConnection(read));
+                            };
+                            let ranked = engine
+                                .ranked_sample(&mut side, &compiled, read, &query_vector, k, cap)
+                                .await?;
+                            side.commit().await.map_err(db_error)?;
+                            Ok(SampleTask::Ranked(ranked))
+                        })
+                    };
+                    let rechecked = self
+                        .hnsw_rechecked(&mut tx, compiled, similar, &query_vector, semantic, short)
+                        .await;
                     let Rechecked {
                         kept: mut found,
                         neighbourhood,
                         rechecked,
                         exhaustive,
-                    } = self
-                        .hnsw_rechecked(&mut tx, compiled, similar, &query_vector, semantic)
-                        .await?;
+                    } = match rechecked {
+                        Ok(rechecked) => rechecked,
+                        Err(e) => {
+                            sample.abort();
+                            return Err(e);
+                        }
+                    };
                     let mut reason = format!(
                         "more than {exact_max} candidates: the {neighbourhood} nearest texts \
                          by HNSW, their {rechecked} events re-checked against the filter"
                     );
                     let mut sampled = None;
                     if found.len() < k as usize && !exhaustive {
-                        // The filter's matches lie far from the text: rank some of them
-                        // exactly, so that the answer is the nearest known, not short.
+                        // The filter's matches lie far from the text: some of them,
+                        // ranked exactly, so that the answer is the nearest known, not
+                        // short.
                         let passed = found.len();
-                        let started = std::time::Instant::now();
-                        let sample = match matches {
-                            Matches::Many(Some(read)) => read,
-                            _ => {
-                                self.newest_search_candidates(&mut tx, compiled, exact_max.max(k))
+                        let task = sample.await.map_err(|e| {
+                            QueryError::Internal(format!("ranking a sample: {e}"))
+                        })??;
+                        let ranked = match task {
+                            SampleTask::Ranked(ranked) => ranked,
+                            SampleTask::NoConnection(read) => {
+                                tracing::debug!(
+                                    "similar_to: no connection to spare, the sample is ranked \
+                                     after the rounds"
+                                );
+                                let cap = exact_max.max(k);
+                                self.ranked_sample(&mut tx, compiled, read, &query_vector, k, cap)
                                     .await?
                             }
+                            SampleTask::NotWanted => {
+                                return Err(QueryError::Internal(
+                                    "a short answer started no sample".into(),
+                                ))
+                            }
                         };
-                        let ranked = vectors::nearest_among(
-                            &mut tx,
-                            semantic.clumps.as_deref(),
-                            &query_vector,
-                            CandidateEvents::Keyed(&sample),
-                            k,
-                        )
-                        .await
-                        .map_err(store_error)?;
-                        tracing::debug!(
-                            sampled = sample.len(),
-                            took_ms = ms_since(started),
-                            "similar_to: matches ranked exactly"
-                        );
-                        found = most_similar(found, ranked, k);
+                        found = most_similar(found, ranked.neighbours, k);
                         let which = match similar.candidates {
                             Candidates::Search => "of the newest matches up to the newest vector",
                             _ => "of a sample of the matches",
@@ -254,9 +288,11 @@ impl QueryEngine {
                         reason.push_str(&format!(
                             "; {passed} passed, fewer than {k}, so the {} embedded events \
                              {which} were ranked exactly too",
-                            sample.len()
+                            ranked.events
                         ));
-                        sampled = Some(sample.len() as u64);
+                        sampled = Some(ranked.events as u64);
+                    } else {
+                        sample.abort();
                     }
                     let report = SemanticReport {
                         ranking: "hnsw",
@@ -436,6 +472,45 @@ impl QueryEngine {
             .collect())
     }
 
+    /// Some of the filter's matches ranked exactly: `read` (a SQL filter's first
+    /// rows) or a full-text filter's newest `cap`.
+    async fn ranked_sample(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        compiled: &Compiled,
+        read: Option<Vec<(DateTime<Utc>, Uuid, TextKey)>>,
+        query_vector: &[f32],
+        k: u32,
+        cap: u32,
+    ) -> Result<RankedSample, QueryError> {
+        let semantic = self.semantic.as_ref().ok_or_else(|| {
+            QueryError::Internal("a sample ranked without the embedding model".into())
+        })?;
+        let started = std::time::Instant::now();
+        let sample = match read {
+            Some(read) => read,
+            None => self.newest_search_candidates(tx, compiled, cap).await?,
+        };
+        let neighbours = vectors::nearest_among(
+            tx,
+            semantic.clumps.as_deref(),
+            query_vector,
+            CandidateEvents::Keyed(&sample),
+            k,
+        )
+        .await
+        .map_err(store_error)?;
+        tracing::debug!(
+            sampled = sample.len(),
+            took_ms = ms_since(started),
+            "similar_to: matches ranked exactly"
+        );
+        Ok(RankedSample {
+            events: sample.len(),
+            neighbours,
+        })
+    }
+
     /// HNSW over every text, the nearest texts' newest events re-checked against
     /// the filter; the neighbourhood grows ([`next_neighbourhood`]) until `k` pass
     /// or it reaches `max_neighbourhood`.
@@ -443,7 +518,8 @@ impl QueryEngine {
     /// Each text gives at most its fair share of [`MAX_RECHECKED`] (never fewer
     /// than `k`, which alone can fill the answer), so that one alert fired on every
     /// host cannot spend the budget before the next texts are looked at; an event
-    /// re-checked in one round is not re-checked in the next.
+    /// re-checked in one round is not re-checked in the next. `short` is told when
+    /// a round first comes back with fewer than `k`.
     async fn hnsw_rechecked(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
@@ -451,7 +527,9 @@ impl QueryEngine {
         similar: &SimilarTo,
         query_vector: &[f32],
         semantic: &SemanticSearch,
+        short: tokio::sync::oneshot::Sender<()>,
     ) -> Result<Rechecked, QueryError> {
+        let mut short = Some(short);
         let k = similar.k;
         let most = semantic.max_neighbourhood;
         let mut neighbourhood = (k * 4).max(semantic.ef_search).min(most);
@@ -495,13 +573,20 @@ impl QueryEngine {
             // neighbourhood would re-check no more.
             let all_texts_seen = fetched < u64::from(neighbourhood);
             let budget_spent = fetched >= u64::from(MAX_RECHECKED);
+            // No text can have had more events than its share.
+            let exhaustive = all_texts_seen && fetched < u64::from(per_text);
+            if kept.len() < k as usize && !exhaustive {
+                if let Some(short) = short.take() {
+                    // Its receiver lives until these rounds are over.
+                    let _ = short.send(());
+                }
+            }
             if kept.len() >= k as usize || budget_spent || all_texts_seen || neighbourhood >= most {
                 return Ok(Rechecked {
                     kept,
                     neighbourhood,
                     rechecked: checked.len() as u64,
-                    // No text can have had more events than its share.
-                    exhaustive: all_texts_seen && fetched < u64::from(per_text),
+                    exhaustive,
                 });
             }
             neighbourhood = next_neighbourhood(neighbourhood, k, passing.len()).min(most);
@@ -634,6 +719,25 @@ struct Rechecked {
     /// Whether every embedded event was looked at (few texts): nothing passed
     /// that was not kept.
     exhaustive: bool,
+}
+
+/// How the task that ranks a sample beside the HNSW rounds ended.
+enum SampleTask {
+    /// The rounds never came back short.
+    NotWanted,
+    /// The pool had no connection to spare: the sample (as read, if it was) is
+    /// ranked after the rounds, in the query's own transaction.
+    NoConnection(Option<Vec<(DateTime<Utc>, Uuid, TextKey)>>),
+    /// Ranked.
+    Ranked(RankedSample),
+}
+
+/// What [`QueryEngine::ranked_sample`] found.
+struct RankedSample {
+    /// Events in the sample.
+    events: usize,
+    /// Its `k` most similar.
+    neighbours: Vec<Neighbour>,
 }
 
 /// The candidates a filter matched: few enough to scan exactly, or more.
