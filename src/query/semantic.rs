@@ -216,12 +216,12 @@ impl QueryEngine {
                         Matches::Many(read) => read,
                         _ => None,
                     };
-                    let sample = {
+                    let mut sample = {
                         let engine = self.clone();
                         let compiled = compiled.clone();
                         let query_vector = query_vector.clone();
                         let cap = exact_max.max(k);
-                        tokio::spawn(async move {
+                        AbortOnDrop(tokio::spawn(async move {
                             if first_short.await.is_err() {
                                 return Ok::<_, QueryError>(SampleTask::NotWanted);
                             }
@@ -233,23 +233,16 @@ impl QueryEngine {
                                 .await?;
                             side.commit().await.map_err(db_error)?;
                             Ok(SampleTask::Ranked(ranked))
-                        })
+                        }))
                     };
-                    let rechecked = self
-                        .hnsw_rechecked(&mut tx, compiled, similar, &query_vector, semantic, short)
-                        .await;
                     let Rechecked {
                         kept: mut found,
                         neighbourhood,
                         rechecked,
                         exhaustive,
-                    } = match rechecked {
-                        Ok(rechecked) => rechecked,
-                        Err(e) => {
-                            sample.abort();
-                            return Err(e);
-                        }
-                    };
+                    } = self
+                        .hnsw_rechecked(&mut tx, compiled, similar, &query_vector, semantic, short)
+                        .await?;
                     let mut reason = format!(
                         "more than {exact_max} candidates: the {neighbourhood} nearest texts \
                          by HNSW, their {rechecked} events re-checked against the filter"
@@ -260,7 +253,7 @@ impl QueryEngine {
                         // ranked exactly, so that the answer is the nearest known, not
                         // short.
                         let passed = found.len();
-                        let task = sample.await.map_err(|e| {
+                        let task = (&mut sample.0).await.map_err(|e| {
                             QueryError::Internal(format!("ranking a sample: {e}"))
                         })??;
                         let ranked = match task {
@@ -291,8 +284,6 @@ impl QueryEngine {
                             ranked.events
                         ));
                         sampled = Some(ranked.events as u64);
-                    } else {
-                        sample.abort();
                     }
                     let report = SemanticReport {
                         ranking: "hnsw",
@@ -730,6 +721,16 @@ enum SampleTask {
     NoConnection(Option<Vec<(DateTime<Utc>, Uuid, TextKey)>>),
     /// Ranked.
     Ranked(RankedSample),
+}
+
+/// Aborts its task when dropped: when the answer needs no sample, or the query
+/// ends early (an error, a client gone).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// What [`QueryEngine::ranked_sample`] found.

@@ -1862,13 +1862,21 @@ fn check_no_directive(expr: &Expr) -> Result<(), SrqlError> {
 
 /// Whether the filter has a part only the search index answers.
 fn needs_search(entity: Entity, expr: &Expr) -> bool {
-    match expr {
-        Expr::And(parts) | Expr::Or(parts) => parts.iter().any(|p| needs_search(entity, p)),
-        Expr::Not(inner) => needs_search(entity, inner),
-        Expr::Text { .. } => true,
+    !every_condition(expr, &|condition| match condition {
         Expr::Field { field, .. } => {
-            catalogue::field(entity, field).is_some_and(|f| f.sql.is_none())
+            !catalogue::field(entity, field).is_some_and(|f| f.sql.is_none())
         }
+        _ => false,
+    })
+}
+
+/// Whether `holds` holds for every condition (a word, a phrase or `field:value`)
+/// under the filter's ANDs, ORs and NOTs.
+fn every_condition(expr: &Expr, holds: &impl Fn(&Expr) -> bool) -> bool {
+    match expr {
+        Expr::And(parts) | Expr::Or(parts) => parts.iter().all(|p| every_condition(p, holds)),
+        Expr::Not(inner) => every_condition(inner, holds),
+        condition => holds(condition),
     }
 }
 
@@ -1886,21 +1894,17 @@ const VECTOR_COLUMNS: [&str; 4] = ["e.ts", "e.host", "e.type", "e.severity_level
 /// Whether every condition of `expr` is on a column `event_vectors` keeps, so that
 /// its SQL holds there as it is.
 fn over_vector_columns(entity: Entity, expr: &Expr) -> bool {
-    match expr {
-        Expr::And(parts) | Expr::Or(parts) => parts.iter().all(|p| over_vector_columns(entity, p)),
-        Expr::Not(inner) => over_vector_columns(entity, inner),
-        Expr::Text { .. } => false,
+    every_condition(expr, &|condition| match condition {
         Expr::Field { field, .. } => {
             dynamic_attribute(entity, field).is_none()
                 && catalogue::field(entity, field)
                     .and_then(|f| f.sql)
                     .is_some_and(|sql| VECTOR_COLUMNS.contains(&sql))
         }
-    }
+        _ => false,
+    })
 }
 
-/// `SIMILAR_TO` ranks events by meaning: it needs events, and neither stats nor a
-/// `sort:` of its own.
 /// The column where `expr` starts.
 fn expr_column(expr: &Expr) -> usize {
     match expr {
