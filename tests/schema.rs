@@ -183,19 +183,16 @@ async fn partitions_rollup_and_retention() {
     env.cleanup().await;
 }
 
-/// A database migrated before vectors were kept per distinct text (0006) keeps its
-/// vectors: each distinct vector becomes a text row, and every event points at it.
-/// Retention then removes old events' vectors and the texts no event has any more.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_event_vectors_carry_over_to_texts() {
-    let env = TestEnv::new("vectors_0006").await;
+/// Applies the migrations up to and including `last` (a file name), as an older
+/// Palisade did.
+async fn migrate_until(env: &TestEnv, last: &str) {
     let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/migrations");
     let before = std::env::temp_dir().join(format!("palisade-migrations-{}", env.namespace));
     std::fs::create_dir_all(&before).unwrap();
     for entry in std::fs::read_dir(&all).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        if name.as_str() <= "0006_event_vectors.sql" {
+        if name.as_str() <= last {
             std::fs::copy(&path, before.join(&name)).unwrap();
         }
     }
@@ -206,6 +203,64 @@ async fn per_event_vectors_carry_over_to_texts() {
         .await
         .unwrap();
     std::fs::remove_dir_all(&before).unwrap();
+}
+
+/// Vectors stored before migration 0017 get their event's host, type and severity
+/// from its row; one whose event row is not there keeps none (it matches no such
+/// filter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vectors_before_0017_get_their_events_labels() {
+    let env = TestEnv::new("vectors_0017").await;
+    migrate_until(&env, "0016_embedding_generations.sql").await;
+    let ts = Utc.with_ymd_and_hms(2026, 11, 24, 12, 0, 0).unwrap();
+    palisade_schema::ensure_partitions(&env.pool, "events", &[ts.date_naive()])
+        .await
+        .unwrap();
+    let (with_row, without_row) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+    sqlx::query(
+        "INSERT INTO events (ts, id, host, source, type, severity, severity_level, rule, \
+             message, attributes, subject, stream, stream_seq) \
+         VALUES ($1, $2, 'web-01', 'syscall', 'falco_alert', 'high', 3, 'Terminal shell', \
+             'a shell', '{}', 'falco.events', 'PALISADE_SECURITY', 1)",
+    )
+    .bind(ts)
+    .bind(with_row)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    for (id, key) in [(with_row, 1u8), (without_row, 2)] {
+        sqlx::query("INSERT INTO event_vectors (event_id, ts, text_key) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(ts)
+            .bind(vec![key; 32])
+            .execute(&env.pool)
+            .await
+            .unwrap();
+    }
+    palisade_schema::migrate(&env.pool).await.unwrap();
+
+    let labels = |id: uuid::Uuid| {
+        sqlx::query_as::<_, (Option<String>, Option<String>, Option<i16>)>(
+            "SELECT host, type, severity_level FROM event_vectors WHERE event_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&env.pool)
+    };
+    assert_eq!(
+        labels(with_row).await.unwrap(),
+        (Some("web-01".into()), Some("falco_alert".into()), Some(3))
+    );
+    assert_eq!(labels(without_row).await.unwrap(), (None, None, None));
+    env.cleanup().await;
+}
+
+/// A database migrated before vectors were kept per distinct text (0006) keeps its
+/// vectors: each distinct vector becomes a text row, and every event points at it.
+/// Retention then removes old events' vectors and the texts no event has any more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_event_vectors_carry_over_to_texts() {
+    let env = TestEnv::new("vectors_0006").await;
+    migrate_until(&env, "0006_event_vectors.sql").await;
 
     let unit = |axis: usize| {
         let mut v = vec![0.0f32; 384];
