@@ -32,16 +32,18 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use palisade::query::search::Translator;
 use palisade::query::{QueryEngine, QueryLimits, SemanticSearch};
 use palisade_core::clumps::ClumpCache;
 use palisade_core::search::{IndexOptions, SearchIndex};
 use palisade_core::store::{Batch, Store};
 use palisade_core::vectors::{
-    self, BatchVectors, EventLabels, EventText, NearText, Provenance, TextKey, TextVector,
-    REPRESENTATIVE_DISTANCE,
+    self, BatchVectors, CandidateEvents, EventLabels, EventText, NearText, Neighbour, Provenance,
+    TextKey, TextVector, REPRESENTATIVE_DISTANCE,
 };
 use palisade_embeddings::policy::{self, EventView, VectorPolicy};
 use palisade_embeddings::{text, Embedder, EmbedderConfig};
+use palisade_srql::{Candidates, Param};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -723,9 +725,10 @@ async fn main() {
         SearchIndex::open(&index_dir, IndexOptions::default())
             .expect("the search benchmark's index"),
     );
+    let hybrid_cache = (cache_mb > 0).then(|| Arc::new(new_cache(cache_mb * 1024 * 1024)));
     let engine = QueryEngine::new(
         pool.clone(),
-        index,
+        index.clone(),
         QueryLimits {
             timeout: Duration::from_secs(120),
             ..Default::default()
@@ -736,7 +739,7 @@ async fn main() {
         exact_max: 20_000,
         max_neighbourhood: 1000,
         ef_search: ef,
-        clumps: (cache_mb > 0).then(|| Arc::new(new_cache(cache_mb * 1024 * 1024))),
+        clumps: hybrid_cache.clone(),
     });
     let hosts: Vec<String> = sqlx::query_scalar(
         "SELECT host FROM events TABLESAMPLE SYSTEM (0.1) REPEATABLE (7) GROUP BY host ORDER BY host LIMIT 10",
@@ -810,8 +813,11 @@ async fn main() {
                 .collect(),
         ),
     ];
-    println!("\n| hybrid class | queries | p50 | p99 | ranking (exact/hnsw) | mean rows |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "\n| hybrid class | queries | p50 | p99 | ranking (exact/hnsw) | mean rows | \
+         recall@k vs every candidate ranked exactly (mean, min) | by similarity |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     let mut all = Vec::new();
     let mut rechecked = Vec::new();
     // `BENCH_CLASSES=full-text,host` runs only the classes whose names contain one of those.
@@ -827,6 +833,7 @@ async fn main() {
         }
         let mut took = Vec::new();
         let (mut exact, mut hnsw, mut rows) = (0, 0, 0);
+        let (mut by_event, mut by_similarity) = (Vec::new(), Vec::new());
         for round in 0..=repeat {
             for q in srqls {
                 let started = Instant::now();
@@ -841,6 +848,15 @@ async fn main() {
                         _ => hnsw += 1,
                     }
                     rows += answer.rows.len();
+                    // Against every candidate ranked exactly (after the timed query,
+                    // so that it warms nothing the query uses first).
+                    if let Some(exact) =
+                        exact_hybrid(&pool, &index, hybrid_cache.as_deref(), &embedder, q).await
+                    {
+                        let (e, s) = hybrid_recall(&answer.rows, &exact);
+                        by_event.push(e);
+                        by_similarity.push(s);
+                    }
                     if let Some(s) = answer.semantic.as_ref().filter(|s| s.rechecked.is_some()) {
                         let least = answer
                             .rows
@@ -863,15 +879,25 @@ async fn main() {
         }
         all.extend(took.iter().copied());
         let (p50, p99) = summary(took);
+        let recall = |v: &[f64]| {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                let least = v.iter().copied().fold(f64::MAX, f64::min);
+                format!("{:.3}, {least:.2}", v.iter().sum::<f64>() / v.len() as f64)
+            }
+        };
         println!(
-            "| {class} | {} | {p50:.1} ms | {p99:.1} ms | {exact}/{hnsw} | {:.1} |",
+            "| {class} | {} | {p50:.1} ms | {p99:.1} ms | {exact}/{hnsw} | {:.1} | {} | {} |",
             srqls.len(),
-            rows as f64 / srqls.len() as f64
+            rows as f64 / srqls.len() as f64,
+            recall(&by_event),
+            recall(&by_similarity)
         );
     }
     let (p50, p99) = summary(all);
     println!(
-        "| **all** | {} | {p50:.1} ms | {p99:.1} ms | | |",
+        "| **all** | {} | {p50:.1} ms | {p99:.1} ms | | | | |",
         PHRASES.len()
     );
     if !rechecked.is_empty() {
@@ -889,4 +915,103 @@ async fn main() {
             .map(|(_, q)| q[0].clone())
             .collect::<Vec<_>>()
     );
+}
+
+/// The exact answer of a filtered `SIMILAR_TO` query, for the hybrid recall: every
+/// embedded event its filter selects (no threshold, no HNSW), ranked by its text's
+/// vector (held texts from `cache`, the others by PostgreSQL), nearest first, then
+/// newest, as the engine ranks. `None` for a query without a filter.
+async fn exact_hybrid(
+    pool: &sqlx::PgPool,
+    index: &SearchIndex,
+    cache: Option<&ClumpCache>,
+    embedder: &Embedder,
+    srql: &str,
+) -> Option<Vec<Neighbour>> {
+    let compiled = palisade_srql::compile(srql, &palisade_srql::CompileOptions::default())
+        .unwrap_or_else(|e| panic!("{srql}: {e}"));
+    let similar = compiled.similar.as_ref().expect("a SIMILAR_TO query");
+    let mut tx = pool.begin().await.unwrap();
+    let events: Vec<(DateTime<Utc>, Uuid, Vec<u8>)> = match &similar.candidates {
+        Candidates::All => return None,
+        Candidates::Sql { sql, params, .. } => {
+            let mut query = sqlx::query_as(sql);
+            for param in params {
+                query = match param {
+                    Param::Text(t) => query.bind(t.clone()),
+                    Param::TextArray(t) => query.bind(t.clone()),
+                    Param::Int(n) => query.bind(*n),
+                    Param::Float(f) => query.bind(*f),
+                    Param::Time(t) => query.bind(*t),
+                    Param::Bool(b) => query.bind(*b),
+                };
+            }
+            query.bind(i64::MAX).fetch_all(&mut *tx).await.unwrap()
+        }
+        Candidates::Search => {
+            let tokenize = |t: &str| index.query_tokens(t);
+            let schema = index.schema();
+            let tree = compiled.search.as_ref().expect("a search query");
+            let query = Translator::new(&schema, &tokenize).translate(tree).unwrap();
+            let until: DateTime<Utc> = sqlx::query_scalar("SELECT max(ts) FROM event_vectors")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            let hits = index
+                .newest_until(query, until, index.doc_count() as usize)
+                .unwrap();
+            let times: Vec<DateTime<Utc>> = hits.iter().map(|h| h.ts).collect();
+            let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
+            sqlx::query_as(
+                "SELECT v.ts, v.event_id, v.text_key FROM unnest($1::timestamptz[], $2::uuid[]) \
+                 AS k(ts, id) JOIN event_vectors v ON v.ts = k.ts AND v.event_id = k.id",
+            )
+            .bind(&times)
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap()
+        }
+    };
+    let keyed: Vec<(DateTime<Utc>, Uuid, TextKey)> = events
+        .into_iter()
+        .filter_map(|(ts, id, key)| TextKey::from_stored(&key).map(|key| (ts, id, key)))
+        .collect();
+    let query_vector = embedder.embed(&similar.text).unwrap();
+    let ranked = vectors::nearest_among(
+        &mut tx,
+        cache,
+        &query_vector,
+        CandidateEvents::Keyed(&keyed),
+        similar.k,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    Some(ranked)
+}
+
+/// How much of `exact` an engine answer found: by event, and by similarity (an
+/// answer row at least as similar as the exact answer's last counts, whichever
+/// event of a tie it is).
+fn hybrid_recall(answer: &[Value], exact: &[Neighbour]) -> (f64, f64) {
+    if exact.is_empty() {
+        return (1.0, 1.0);
+    }
+    let found: Vec<(String, f64)> = answer
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.get("id")?.as_str()?.to_owned(),
+                r.get("similarity")?.as_f64()?,
+            ))
+        })
+        .collect();
+    let wanted: std::collections::HashSet<String> =
+        exact.iter().map(|n| n.id.to_string()).collect();
+    let by_event = found.iter().filter(|(id, _)| wanted.contains(id)).count();
+    let least = exact.last().map_or(f64::MIN, |n| n.similarity) - 1e-6;
+    let by_similarity = found.iter().filter(|(_, s)| *s >= least).count();
+    let n = exact.len() as f64;
+    (by_event as f64 / n, (by_similarity as f64 / n).min(1.0))
 }

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use palisade_core::clumps::ClumpCache;
-use palisade_core::search::SearchIndex;
+use palisade_core::search::{SearchHit, SearchIndex};
 use palisade_core::vectors::{self, CandidateEvents, Neighbour, TextKey};
 use palisade_embeddings::Embedder;
 use palisade_srql::{Candidates, Compiled, SimilarTo};
@@ -45,6 +45,10 @@ use super::{arguments, db_error, fetch_json, read_index, KeyArray, QueryEngine, 
 /// The most events of those texts one re-check looks at (a text such as one alert
 /// fired on every host can have thousands).
 pub const MAX_RECHECKED: u32 = 20_000;
+
+/// The most pages of a full-text filter's newest matches read for embedded ones to
+/// rank exactly when the HNSW rounds come back short.
+pub const SAMPLE_PAGES: usize = 5;
 
 /// What `SIMILAR_TO` runs with.
 #[derive(Debug, Clone)]
@@ -416,8 +420,11 @@ impl QueryEngine {
         .await
     }
 
-    /// Of the newest `cap` events a full-text filter matches up to the newest
-    /// vector's time, those that have a vector, with their text keys.
+    /// Of the newest events a full-text filter matches up to the newest vector's
+    /// time, those that have a vector (at least `cap` of them when there are), with
+    /// their text keys. The matches are read newest first in pages of `cap`, at
+    /// most [`SAMPLE_PAGES`]: the newest matches of a common word can all be
+    /// routine events the policy did not embed.
     async fn newest_search_candidates(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
@@ -429,38 +436,62 @@ impl QueryEngine {
                 .fetch_one(&mut **tx)
                 .await
                 .map_err(db_error)?;
-        let Some(until) = newest_vector else {
+        let Some(mut until) = newest_vector else {
             return Ok(Vec::new());
         };
-        let query = self.search_query(compiled)?;
-        let index = Arc::clone(&self.index);
-        let started = std::time::Instant::now();
-        let hits = read_index(move || index.newest_until(query, until, cap as usize)).await?;
-        let search_ms = ms_since(started);
-        let times: Vec<DateTime<Utc>> = hits.iter().map(|h| h.ts).collect();
-        let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
-        // By time first: the matches come newest first, so the probes walk the
-        // `ts` index in order (~15 ms for 20,000, against ~35 ms by id alone).
-        let rows: Vec<(DateTime<Utc>, Uuid, Vec<u8>)> = sqlx::query_as(
-            "SELECT v.ts, v.event_id, v.text_key FROM unnest($1::timestamptz[], $2::uuid[]) \
-             AS k(ts, id) JOIN event_vectors v ON v.ts = k.ts AND v.event_id = k.id",
-        )
-        .bind(&times)
-        .bind(&ids)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db_error)?;
+        let cap = cap.max(1) as usize;
+        let mut sample = Vec::new();
+        let mut seen: HashSet<Uuid> = HashSet::new();
+        let (mut matches, mut pages, mut search_ms, mut lookup_ms) = (0, 0, 0.0, 0.0);
+        while pages < SAMPLE_PAGES && sample.len() < cap {
+            pages += 1;
+            let query = self.search_query(compiled)?;
+            let index = Arc::clone(&self.index);
+            let started = std::time::Instant::now();
+            let hits = read_index(move || index.newest_until(query, until, cap)).await?;
+            search_ms += ms_since(started);
+            let last_page = hits.len() < cap;
+            let oldest = hits.last().map(|h| h.ts);
+            // A page ends at the previous one's oldest time, so matches at that
+            // very time come again.
+            let fresh: Vec<&SearchHit> = hits.iter().filter(|h| seen.insert(h.id)).collect();
+            matches += fresh.len();
+            let times: Vec<DateTime<Utc>> = fresh.iter().map(|h| h.ts).collect();
+            let ids: Vec<Uuid> = fresh.iter().map(|h| h.id).collect();
+            let started = std::time::Instant::now();
+            // By time first: the matches come newest first, so the probes walk the
+            // `ts` index in order (~15 ms for 20,000, against ~35 ms by id alone).
+            let rows: Vec<(DateTime<Utc>, Uuid, Vec<u8>)> = sqlx::query_as(
+                "SELECT v.ts, v.event_id, v.text_key FROM unnest($1::timestamptz[], $2::uuid[]) \
+                 AS k(ts, id) JOIN event_vectors v ON v.ts = k.ts AND v.event_id = k.id",
+            )
+            .bind(&times)
+            .bind(&ids)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_error)?;
+            lookup_ms += ms_since(started);
+            sample.extend(
+                rows.into_iter().filter_map(|(ts, id, key)| {
+                    TextKey::from_stored(&key).map(|key| (ts, id, key))
+                }),
+            );
+            match oldest {
+                _ if last_page => break,
+                Some(oldest) if oldest < until => until = oldest,
+                // A page of matches all at one time: step past it.
+                _ => until -= chrono::Duration::microseconds(1),
+            }
+        }
         tracing::debug!(
-            matches = ids.len(),
-            embedded = rows.len(),
+            matches,
+            pages,
+            embedded = sample.len(),
             search_ms,
-            lookup_ms = ms_since(started) - search_ms,
+            lookup_ms,
             "similar_to: newest matches read"
         );
-        Ok(rows
-            .into_iter()
-            .filter_map(|(ts, id, key)| TextKey::from_stored(&key).map(|key| (ts, id, key)))
-            .collect())
+        Ok(sample)
     }
 
     /// Some of the filter's matches ranked exactly: `read` (a SQL filter's first
