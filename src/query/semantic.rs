@@ -14,8 +14,9 @@
 //!      re-checked against the filter; the neighbourhood grows by the pass rate
 //!      (at least doubling) until `k` survive or it reaches `max_neighbourhood`.
 //!      Fewer than `k` survived (the matches lie far from the text): some
-//!      matches are ranked exactly as well (a full-text filter's newest up to the
-//!      newest vector, or the rows a SQL filter read), and the answer is the most
+//!      matches are ranked exactly as well (a full-text filter's newest embedded
+//!      ones up to the newest vector, or a SQL filter's first rows, up to
+//!      [`SAMPLE_PAGES`] times `exact_max`), and the answer is the most
 //!      similar of both. That ranking starts on a second connection as soon as a
 //!      round comes back short, beside the rounds left.
 //! 3. Rows by `(ts, id)` from PostgreSQL, most similar first, with `similarity`.
@@ -46,8 +47,9 @@ use super::{arguments, db_error, fetch_json, read_index, KeyArray, QueryEngine, 
 /// fired on every host can have thousands).
 pub const MAX_RECHECKED: u32 = 20_000;
 
-/// The most pages of a full-text filter's newest matches read for embedded ones to
-/// rank exactly when the HNSW rounds come back short.
+/// How many times the exact-scan threshold of matches are ranked exactly when the
+/// HNSW rounds come back short (a SQL filter's first rows), and how many pages of
+/// that many a full-text filter's newest matches are read for embedded ones.
 pub const SAMPLE_PAGES: usize = 5;
 
 /// What `SIMILAR_TO` runs with.
@@ -155,22 +157,10 @@ impl QueryEngine {
                         self.search_candidates(query, exact_max).await?
                     }
                     Candidates::Sql { sql, params, .. } => {
-                        let mut args = arguments(&[], params)?;
-                        sqlx::Arguments::add(&mut args, i64::from(exact_max) + 1)
-                            .map_err(|e| QueryError::Internal(e.to_string()))?;
-                        let rows =
-                            sqlx::query_as_with::<_, (DateTime<Utc>, Uuid, Vec<u8>), _>(sql, args)
-                                .fetch_all(&mut *tx)
-                                .await
-                                .map_err(db_error)?;
-                        let keyed: Vec<(DateTime<Utc>, Uuid, TextKey)> = rows
-                            .into_iter()
-                            .filter_map(|(ts, id, key)| {
-                                TextKey::from_stored(&key).map(|key| (ts, id, key))
-                            })
-                            .collect();
+                        let keyed =
+                            sql_candidates(&mut tx, sql, params, u64::from(exact_max) + 1).await?;
                         if keyed.len() > exact_max as usize {
-                            Matches::Many(Some(keyed))
+                            Matches::Many
                         } else {
                             Matches::FewWithTexts(keyed)
                         }
@@ -179,13 +169,13 @@ impl QueryEngine {
                 };
                 tracing::debug!(
                     took_ms = ms_since(started),
-                    few = !matches!(matches, Matches::Many(_)),
+                    few = !matches!(matches, Matches::Many),
                     "similar_to: filter's candidates counted"
                 );
                 let few = match &matches {
                     Matches::Few(ids) => Some(CandidateEvents::Ids(ids)),
                     Matches::FewWithTexts(events) => Some(CandidateEvents::Keyed(events)),
-                    Matches::Many(_) => None,
+                    Matches::Many => None,
                 };
                 if let Some(few) = few {
                     let count = few.len() as u64;
@@ -216,10 +206,6 @@ impl QueryEngine {
                     // own connection beside the HNSW rounds, once the first round
                     // comes back short (it then usually stays short).
                     let (short, first_short) = tokio::sync::oneshot::channel();
-                    let read = match matches {
-                        Matches::Many(read) => read,
-                        _ => None,
-                    };
                     let mut sample = {
                         let engine = self.clone();
                         let compiled = compiled.clone();
@@ -230,10 +216,10 @@ impl QueryEngine {
                                 return Ok::<_, QueryError>(SampleTask::NotWanted);
                             }
                             let Some(mut side) = engine.read_only_if_free().await? else {
-                                return Ok(SampleTask::NoConnection(read));
+                                return Ok(SampleTask::NoConnection);
                             };
                             let ranked = engine
-                                .ranked_sample(&mut side, &compiled, read, &query_vector, k, cap)
+                                .ranked_sample(&mut side, &compiled, &query_vector, k, cap)
                                 .await?;
                             side.commit().await.map_err(db_error)?;
                             Ok(SampleTask::Ranked(ranked))
@@ -262,13 +248,13 @@ impl QueryEngine {
                         })??;
                         let ranked = match task {
                             SampleTask::Ranked(ranked) => ranked,
-                            SampleTask::NoConnection(read) => {
+                            SampleTask::NoConnection => {
                                 tracing::debug!(
                                     "similar_to: no connection to spare, the sample is ranked \
                                      after the rounds"
                                 );
                                 let cap = exact_max.max(k);
-                                self.ranked_sample(&mut tx, compiled, read, &query_vector, k, cap)
+                                self.ranked_sample(&mut tx, compiled, &query_vector, k, cap)
                                     .await?
                             }
                             SampleTask::NotWanted => {
@@ -280,7 +266,7 @@ impl QueryEngine {
                         found = most_similar(found, ranked.neighbours, k);
                         let which = match similar.candidates {
                             Candidates::Search => "of the newest matches up to the newest vector",
-                            _ => "of a sample of the matches",
+                            _ => "of the first matches read",
                         };
                         reason.push_str(&format!(
                             "; {passed} passed, fewer than {k}, so the {} embedded events \
@@ -412,7 +398,7 @@ impl QueryEngine {
         read_index(move || {
             let (_, few) = index.count_up_to(query.as_ref(), cap)?;
             if !few {
-                return Ok::<_, palisade_core::search::SearchError>(Matches::Many(None));
+                return Ok::<_, palisade_core::search::SearchError>(Matches::Many);
             }
             let page = index.collect_keys(query.as_ref(), cap)?;
             Ok(Matches::Few(page.hits.into_iter().map(|h| h.id).collect()))
@@ -420,16 +406,17 @@ impl QueryEngine {
         .await
     }
 
-    /// Of the newest events a full-text filter matches up to the newest vector's
-    /// time, those that have a vector (at least `cap` of them when there are), with
-    /// their text keys. The matches are read newest first in pages of `cap`, at
-    /// most [`SAMPLE_PAGES`]: the newest matches of a common word can all be
-    /// routine events the policy did not embed.
+    /// Of the newest `cap` events a full-text filter matches up to the newest
+    /// vector's time, those that have a vector, with their text keys. Fewer than
+    /// `k` of them: the next `cap` older matches too, and so on up to
+    /// [`SAMPLE_PAGES`] pages (the newest matches of a common word can all be
+    /// routine events the policy did not embed).
     async fn newest_search_candidates(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         compiled: &Compiled,
         cap: u32,
+        k: u32,
     ) -> Result<Vec<(DateTime<Utc>, Uuid, TextKey)>, QueryError> {
         let newest_vector: Option<DateTime<Utc>> =
             sqlx::query_scalar("SELECT max(ts) FROM event_vectors")
@@ -443,7 +430,7 @@ impl QueryEngine {
         let mut sample = Vec::new();
         let mut seen: HashSet<Uuid> = HashSet::new();
         let (mut matches, mut pages, mut search_ms, mut lookup_ms) = (0, 0, 0.0, 0.0);
-        while pages < SAMPLE_PAGES && sample.len() < cap {
+        while pages < SAMPLE_PAGES && sample.len() < k as usize {
             pages += 1;
             let query = self.search_query(compiled)?;
             let index = Arc::clone(&self.index);
@@ -494,13 +481,13 @@ impl QueryEngine {
         Ok(sample)
     }
 
-    /// Some of the filter's matches ranked exactly: `read` (a SQL filter's first
-    /// rows) or a full-text filter's newest `cap`.
+    /// Some of the filter's matches ranked exactly: a SQL filter's first
+    /// [`SAMPLE_PAGES`]` · cap` rows, or a full-text filter's newest embedded ones
+    /// ([`Self::newest_search_candidates`]).
     async fn ranked_sample(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         compiled: &Compiled,
-        read: Option<Vec<(DateTime<Utc>, Uuid, TextKey)>>,
         query_vector: &[f32],
         k: u32,
         cap: u32,
@@ -509,9 +496,12 @@ impl QueryEngine {
             QueryError::Internal("a sample ranked without the embedding model".into())
         })?;
         let started = std::time::Instant::now();
-        let sample = match read {
-            Some(read) => read,
-            None => self.newest_search_candidates(tx, compiled, cap).await?,
+        let sample = match compiled.similar.as_ref().map(|s| &s.candidates) {
+            Some(Candidates::Sql { sql, params, .. }) => {
+                let rows = SAMPLE_PAGES as u64 * u64::from(cap);
+                sql_candidates(tx, sql, params, rows).await?
+            }
+            _ => self.newest_search_candidates(tx, compiled, cap, k).await?,
         };
         let neighbours = vectors::nearest_among(
             tx,
@@ -653,6 +643,26 @@ impl QueryEngine {
     }
 }
 
+/// The first `rows` embedded events a SQL filter selects, with their text keys.
+async fn sql_candidates(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    sql: &str,
+    params: &[palisade_srql::Param],
+    rows: u64,
+) -> Result<Vec<(DateTime<Utc>, Uuid, TextKey)>, QueryError> {
+    let mut args = arguments(&[], params)?;
+    sqlx::Arguments::add(&mut args, i64::try_from(rows).unwrap_or(i64::MAX))
+        .map_err(|e| QueryError::Internal(e.to_string()))?;
+    let read = sqlx::query_as_with::<_, (DateTime<Utc>, Uuid, Vec<u8>), _>(sql, args)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    Ok(read
+        .into_iter()
+        .filter_map(|(ts, id, key)| TextKey::from_stored(&key).map(|key| (ts, id, key)))
+        .collect())
+}
+
 /// Milliseconds since `started`, for the stage timings logged at debug level.
 fn ms_since(started: std::time::Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1e3
@@ -747,9 +757,9 @@ struct Rechecked {
 enum SampleTask {
     /// The rounds never came back short.
     NotWanted,
-    /// The pool had no connection to spare: the sample (as read, if it was) is
-    /// ranked after the rounds, in the query's own transaction.
-    NoConnection(Option<Vec<(DateTime<Utc>, Uuid, TextKey)>>),
+    /// The pool had no connection to spare: the sample is ranked after the
+    /// rounds, in the query's own transaction.
+    NoConnection,
     /// Ranked.
     Ranked(RankedSample),
 }
@@ -778,8 +788,8 @@ enum Matches {
     Few(Vec<Uuid>),
     /// At most the threshold, with the keys of the texts they were embedded by.
     FewWithTexts(Vec<(DateTime<Utc>, Uuid, TextKey)>),
-    /// More than the threshold; a SQL filter's first threshold + 1, as read.
-    Many(Option<Vec<(DateTime<Utc>, Uuid, TextKey)>>),
+    /// More than the threshold.
+    Many,
 }
 
 /// The `k` most similar of `a` and `b` (events ranked by two routes), each event
