@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use palisade::query::search::Translator;
-use palisade::query::{QueryEngine, QueryLimits, SemanticSearch};
+use palisade::query::{semantic, QueryEngine, QueryLimits, SemanticSearch};
 use palisade_core::clumps::ClumpCache;
 use palisade_core::search::{IndexOptions, SearchIndex};
 use palisade_core::store::{Batch, Store};
@@ -43,7 +43,7 @@ use palisade_core::vectors::{
 };
 use palisade_embeddings::policy::{self, EventView, VectorPolicy};
 use palisade_embeddings::{text, Embedder, EmbedderConfig};
-use palisade_srql::{Candidates, Param};
+use palisade_srql::Candidates;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -932,21 +932,12 @@ async fn exact_hybrid(
         .unwrap_or_else(|e| panic!("{srql}: {e}"));
     let similar = compiled.similar.as_ref().expect("a SIMILAR_TO query");
     let mut tx = pool.begin().await.unwrap();
-    let events: Vec<(DateTime<Utc>, Uuid, Vec<u8>)> = match &similar.candidates {
+    let keyed = match &similar.candidates {
         Candidates::All => return None,
         Candidates::Sql { sql, params, .. } => {
-            let mut query = sqlx::query_as(sql);
-            for param in params {
-                query = match param {
-                    Param::Text(t) => query.bind(t.clone()),
-                    Param::TextArray(t) => query.bind(t.clone()),
-                    Param::Int(n) => query.bind(*n),
-                    Param::Float(f) => query.bind(*f),
-                    Param::Time(t) => query.bind(*t),
-                    Param::Bool(b) => query.bind(*b),
-                };
-            }
-            query.bind(i64::MAX).fetch_all(&mut *tx).await.unwrap()
+            semantic::sql_candidates(&mut tx, sql, params, u64::MAX)
+                .await
+                .unwrap()
         }
         Candidates::Search => {
             let tokenize = |t: &str| index.query_tokens(t);
@@ -960,23 +951,9 @@ async fn exact_hybrid(
             let hits = index
                 .newest_until(query, until, index.doc_count() as usize)
                 .unwrap();
-            let times: Vec<DateTime<Utc>> = hits.iter().map(|h| h.ts).collect();
-            let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
-            sqlx::query_as(
-                "SELECT v.ts, v.event_id, v.text_key FROM unnest($1::timestamptz[], $2::uuid[]) \
-                 AS k(ts, id) JOIN event_vectors v ON v.ts = k.ts AND v.event_id = k.id",
-            )
-            .bind(&times)
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap()
+            semantic::embedded_matches(&mut tx, &hits).await.unwrap()
         }
     };
-    let keyed: Vec<(DateTime<Utc>, Uuid, TextKey)> = events
-        .into_iter()
-        .filter_map(|(ts, id, key)| TextKey::from_stored(&key).map(|key| (ts, id, key)))
-        .collect();
     let query_vector = embedder.embed(&similar.text).unwrap();
     let ranked = vectors::nearest_among(
         &mut tx,

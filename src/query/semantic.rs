@@ -210,7 +210,6 @@ impl QueryEngine {
                         let engine = self.clone();
                         let compiled = compiled.clone();
                         let query_vector = query_vector.clone();
-                        let cap = exact_max.max(k);
                         AbortOnDrop(tokio::spawn(async move {
                             if first_short.await.is_err() {
                                 return Ok::<_, QueryError>(SampleTask::NotWanted);
@@ -219,7 +218,7 @@ impl QueryEngine {
                                 return Ok(SampleTask::NoConnection);
                             };
                             let ranked = engine
-                                .ranked_sample(&mut side, &compiled, &query_vector, k, cap)
+                                .ranked_sample(&mut side, &compiled, &query_vector, k)
                                 .await?;
                             side.commit().await.map_err(db_error)?;
                             Ok(SampleTask::Ranked(ranked))
@@ -253,8 +252,7 @@ impl QueryEngine {
                                     "similar_to: no connection to spare, the sample is ranked \
                                      after the rounds"
                                 );
-                                let cap = exact_max.max(k);
-                                self.ranked_sample(&mut tx, compiled, &query_vector, k, cap)
+                                self.ranked_sample(&mut tx, compiled, &query_vector, k)
                                     .await?
                             }
                             SampleTask::NotWanted => {
@@ -417,7 +415,7 @@ impl QueryEngine {
         compiled: &Compiled,
         cap: u32,
         k: u32,
-    ) -> Result<Vec<(DateTime<Utc>, Uuid, TextKey)>, QueryError> {
+    ) -> Result<Vec<KeyedEvent>, QueryError> {
         let newest_vector: Option<DateTime<Utc>> =
             sqlx::query_scalar("SELECT max(ts) FROM event_vectors")
                 .fetch_one(&mut **tx)
@@ -443,26 +441,9 @@ impl QueryEngine {
             // very time come again.
             let fresh: Vec<&SearchHit> = hits.iter().filter(|h| seen.insert(h.id)).collect();
             matches += fresh.len();
-            let times: Vec<DateTime<Utc>> = fresh.iter().map(|h| h.ts).collect();
-            let ids: Vec<Uuid> = fresh.iter().map(|h| h.id).collect();
             let started = std::time::Instant::now();
-            // By time first: the matches come newest first, so the probes walk the
-            // `ts` index in order (~15 ms for 20,000, against ~35 ms by id alone).
-            let rows: Vec<(DateTime<Utc>, Uuid, Vec<u8>)> = sqlx::query_as(
-                "SELECT v.ts, v.event_id, v.text_key FROM unnest($1::timestamptz[], $2::uuid[]) \
-                 AS k(ts, id) JOIN event_vectors v ON v.ts = k.ts AND v.event_id = k.id",
-            )
-            .bind(&times)
-            .bind(&ids)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db_error)?;
+            sample.extend(embedded_matches(tx, fresh).await?);
             lookup_ms += ms_since(started);
-            sample.extend(
-                rows.into_iter().filter_map(|(ts, id, key)| {
-                    TextKey::from_stored(&key).map(|key| (ts, id, key))
-                }),
-            );
             match oldest {
                 _ if last_page => break,
                 Some(oldest) if oldest < until => until = oldest,
@@ -482,19 +463,19 @@ impl QueryEngine {
     }
 
     /// Some of the filter's matches ranked exactly: a SQL filter's first
-    /// [`SAMPLE_PAGES`]` · cap` rows, or a full-text filter's newest embedded ones
-    /// ([`Self::newest_search_candidates`]).
+    /// [`SAMPLE_PAGES`] times `exact_max` (at least `k`) rows, or a full-text
+    /// filter's newest embedded ones ([`Self::newest_search_candidates`]).
     async fn ranked_sample(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         compiled: &Compiled,
         query_vector: &[f32],
         k: u32,
-        cap: u32,
     ) -> Result<RankedSample, QueryError> {
         let semantic = self.semantic.as_ref().ok_or_else(|| {
             QueryError::Internal("a sample ranked without the embedding model".into())
         })?;
+        let cap = semantic.exact_max.max(k);
         let started = std::time::Instant::now();
         let sample = match compiled.similar.as_ref().map(|s| &s.candidates) {
             Some(Candidates::Sql { sql, params, .. }) => {
@@ -643,13 +624,17 @@ impl QueryEngine {
     }
 }
 
-/// The first `rows` embedded events a SQL filter selects, with their text keys.
-async fn sql_candidates(
+/// An embedded event as a candidate: its time, id and text's key.
+pub type KeyedEvent = (DateTime<Utc>, Uuid, TextKey);
+
+/// The first `rows` embedded events a SQL filter (a [`Candidates::Sql`]
+/// statement and its values) selects, with their text keys.
+pub async fn sql_candidates(
     tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     sql: &str,
     params: &[palisade_srql::Param],
     rows: u64,
-) -> Result<Vec<(DateTime<Utc>, Uuid, TextKey)>, QueryError> {
+) -> Result<Vec<KeyedEvent>, QueryError> {
     let mut args = arguments(&[], params)?;
     sqlx::Arguments::add(&mut args, i64::try_from(rows).unwrap_or(i64::MAX))
         .map_err(|e| QueryError::Internal(e.to_string()))?;
@@ -657,10 +642,35 @@ async fn sql_candidates(
         .fetch_all(&mut **tx)
         .await
         .map_err(db_error)?;
-    Ok(read
-        .into_iter()
+    Ok(keyed(read))
+}
+
+/// Those of the search index's `matches` that have a vector, with their text keys.
+pub async fn embedded_matches<'a>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    matches: impl IntoIterator<Item = &'a SearchHit>,
+) -> Result<Vec<KeyedEvent>, QueryError> {
+    let (times, ids): (Vec<DateTime<Utc>>, Vec<Uuid>) =
+        matches.into_iter().map(|h| (h.ts, h.id)).unzip();
+    // By time first: the matches come newest first, so the probes walk the `ts`
+    // index in order (~15 ms for 20,000, against ~35 ms by id alone).
+    let read: Vec<(DateTime<Utc>, Uuid, Vec<u8>)> = sqlx::query_as(
+        "SELECT v.ts, v.event_id, v.text_key FROM unnest($1::timestamptz[], $2::uuid[]) \
+         AS k(ts, id) JOIN event_vectors v ON v.ts = k.ts AND v.event_id = k.id",
+    )
+    .bind(&times)
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    Ok(keyed(read))
+}
+
+/// Rows of `(ts, id, text_key)` with their keys parsed (a stored key is 32 bytes).
+fn keyed(rows: Vec<(DateTime<Utc>, Uuid, Vec<u8>)>) -> Vec<KeyedEvent> {
+    rows.into_iter()
         .filter_map(|(ts, id, key)| TextKey::from_stored(&key).map(|key| (ts, id, key)))
-        .collect())
+        .collect()
 }
 
 /// Milliseconds since `started`, for the stage timings logged at debug level.
@@ -787,7 +797,7 @@ enum Matches {
     /// At most the exact-scan threshold: their ids.
     Few(Vec<Uuid>),
     /// At most the threshold, with the keys of the texts they were embedded by.
-    FewWithTexts(Vec<(DateTime<Utc>, Uuid, TextKey)>),
+    FewWithTexts(Vec<KeyedEvent>),
     /// More than the threshold.
     Many,
 }

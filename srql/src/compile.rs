@@ -1864,7 +1864,7 @@ fn check_no_directive(expr: &Expr) -> Result<(), SrqlError> {
 fn needs_search(entity: Entity, expr: &Expr) -> bool {
     !every_condition(expr, &|condition| match condition {
         Expr::Field { field, .. } => {
-            !catalogue::field(entity, field).is_some_and(|f| f.sql.is_none())
+            catalogue::field(entity, field).is_none_or(|f| f.sql.is_some())
         }
         _ => false,
     })
